@@ -1,0 +1,196 @@
+"""The DuckDB catalog: where it lives, how it is opened, its schema.
+
+DuckDB lets one process write a database file, or several read it, never
+both at once. So a connection here is held only for one short piece of work
+and closed again: a long scan opens the catalog for a moment every so often,
+and a `stats` in another terminal waits at most that moment. Opening retries
+while another process holds the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from sneakernet.catalog.errors import CatalogBusyError, CatalogFormatError, SneakernetError
+
+SCHEMA_VERSION = 1
+SCHEMA_FILES = ("catalog.sql",)  # file i upgrades a catalog from version i to i + 1
+DEFAULT_TIMEOUT = 60.0
+MEMORY_LIMIT = "384MB"
+
+_LOCK_MESSAGE = re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE)
+_PID = re.compile(r"PID (\d+)")
+
+
+def default_catalog_path() -> Path:
+    """`$SNEAKERNET_CATALOG`, else `$XDG_DATA_HOME/sneakernet/catalog.duckdb`."""
+    explicit = os.environ.get("SNEAKERNET_CATALOG")
+    if explicit:
+        return Path(explicit).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "sneakernet" / "catalog.duckdb"
+
+
+def schema_statements(filename: str) -> list[str]:
+    text = resources.files("sneakernet.schemas").joinpath(filename).read_text("utf-8")
+    return [part.strip() for part in text.split(";;") if _has_sql(part)]
+
+
+def _has_sql(part: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in part.splitlines())
+
+
+class Catalog:
+    """A handle on one catalog file. Cheap to create; opens nothing until used."""
+
+    def __init__(self, path: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT):
+        self.path = Path(path).expanduser() if path is not None else default_catalog_path()
+        self.timeout = timeout
+        self._ready = False
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside one transaction, committed on success."""
+        con = self._connect(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback_quietly(con)
+            raise
+        finally:
+            con.close()
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection; several processes may read at once."""
+        if not self.path.exists() or not self._ready:
+            self.ensure_schema()
+        con = self._connect(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def ensure_schema(self) -> None:
+        """Create the catalog, or upgrade an older one, before first use."""
+        con = self._connect(read_only=False)
+        try:
+            self._ready = True
+        finally:
+            con.close()
+
+    def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.path.exists():
+            read_only = False
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only, config=_config())
+                break
+            except duckdb.IOException as exc:
+                if not _LOCK_MESSAGE.search(str(exc)):
+                    raise _open_error(self.path, exc) from exc
+                if time.monotonic() >= deadline:
+                    raise _busy_error(self.path, exc, self.timeout) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            except duckdb.Error as exc:
+                raise _open_error(self.path, exc) from exc
+        try:
+            _check_or_migrate(con, self.path, read_only=read_only)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+
+def _config() -> dict[str, str]:
+    return {"memory_limit": MEMORY_LIMIT}
+
+
+def _check_or_migrate(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool) -> None:
+    found = _schema_version(con, path)
+    if found == SCHEMA_VERSION:
+        return
+    if found > SCHEMA_VERSION:
+        raise CatalogFormatError(
+            f"catalog schema version {found} is newer than this sneakernet understands "
+            f"({SCHEMA_VERSION})",
+            path=str(path),
+            hint="upgrade sneakernet, or point --catalog at another file",
+        )
+    if read_only:
+        # Upgrading needs the write lock; a reader must not silently skip it.
+        raise CatalogFormatError(
+            f"catalog schema version {found} needs an upgrade to {SCHEMA_VERSION}",
+            path=str(path),
+            hint="run any sneakernet command that writes (e.g. scan) to upgrade it",
+        )
+    _migrate(con, found)
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "meta" not in tables:
+        if tables:
+            raise CatalogFormatError(
+                "not a sneakernet catalog (a DuckDB file with other tables)",
+                path=str(path),
+                hint="point --catalog at a new or existing sneakernet catalog file",
+            )
+        return 0
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None or not str(row[0]).isdigit():
+        raise CatalogFormatError("catalog has no valid schema_version", path=str(path))
+    return int(row[0])
+
+
+def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for step in range(found, SCHEMA_VERSION):
+            for statement in schema_statements(SCHEMA_FILES[step]):
+                con.execute(statement)
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback_quietly(con)
+        raise
+
+
+def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    with suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def _busy_error(path: Path, exc: Exception, timeout: float) -> CatalogBusyError:
+    match = _PID.search(str(exc))
+    holder = f" (held by process {match.group(1)})" if match else ""
+    return CatalogBusyError(
+        f"catalog stayed locked for {timeout:.0f} s{holder}",
+        path=str(path),
+        hint="wait for the other sneakernet command to finish, or raise --timeout",
+    )
+
+
+def _open_error(path: Path, exc: Exception) -> SneakernetError:
+    return CatalogFormatError(
+        f"cannot open catalog ({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
+        path=str(path),
+        hint="check the path; a corrupt catalog can be rebuilt by scanning the datasets again",
+    )

@@ -1,0 +1,99 @@
+"""Content hashing: XXH3-128 over a file's bytes, read the lean way.
+
+The per-file fixed cost (open, stat, close) dominates small files, so the
+small path is one read of the whole file; big files stream through a reused
+buffer with readv so nothing grows with the file. The xxhash module releases
+the GIL while it hashes, so worker threads overlap reading and hashing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+import xxhash
+
+HASHER = 1  # id of the function below (XXH3-128); stored with every cached hash
+HASH_NAME = "xxh128"
+HASH_HEX_DIGITS = 32
+SMALL_FILE = 1 << 20
+BUFFER_SIZE = 4 << 20
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in must not hang the open
+
+
+class ChangedWhileReading(Exception):
+    """The file's size or mtime moved while we read it: the hash is not trustworthy."""
+
+
+class NotRegularFile(Exception):
+    """The path is no longer a regular file (replaced by a FIFO, a device, a folder)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileHash:
+    hash: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+
+def hash_bytes(data: bytes | memoryview) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def hash_file(path: str | bytes, buffer: bytearray | None = None) -> FileHash:
+    """Hash one regular file, proving it did not change while it was read.
+
+    Raises OSError for I/O problems, ChangedWhileReading, or NotRegularFile.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotRegularFile(path)
+        if before.st_size <= SMALL_FILE:
+            digest, read = _hash_small(fd, before.st_size)
+        else:
+            digest, read = _hash_stream(fd, buffer or bytearray(BUFFER_SIZE))
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (
+        read != before.st_size
+        or after.st_size != before.st_size
+        or after.st_mtime_ns != before.st_mtime_ns
+    ):
+        raise ChangedWhileReading(path)
+    return FileHash(digest, before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
+
+
+def _hash_small(fd: int, size: int) -> tuple[str, int]:
+    # Asking for one byte more than expected tells a grown file from a whole one.
+    data = os.read(fd, size + 1)
+    if len(data) == size + 1 or (len(data) < size and data):
+        return _hash_rest(fd, data)
+    return xxhash.xxh3_128_hexdigest(data), len(data)
+
+
+def _hash_rest(fd: int, head: bytes) -> tuple[str, int]:
+    hasher = xxhash.xxh3_128(head)
+    total = len(head)
+    while chunk := os.read(fd, BUFFER_SIZE):
+        hasher.update(chunk)
+        total += len(chunk)
+    return hasher.hexdigest(), total
+
+
+def _hash_stream(fd: int, buffer: bytearray) -> tuple[str, int]:
+    hasher = xxhash.xxh3_128()
+    view = memoryview(buffer)
+    total = 0
+    readv = os.readv
+    update = hasher.update
+    while n := readv(fd, [buffer]):
+        update(view[:n])
+        total += n
+    return hasher.hexdigest(), total

@@ -1,0 +1,155 @@
+"""The probe phase of a scan: video metadata for content the catalog has not seen.
+
+Media rows are keyed by content hash, so a clip copied into three datasets
+is probed once, and a rescan probes only new content.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.probe import PROBE_VERSION, VIDEO_EXTENSIONS, MediaInfo, probe
+from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
+from sneakernet.catalog.walk import Problem
+
+FLUSH_SECONDS = 2.0
+_AUDIO_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("stream", pa.int32()),
+            ("codec", pa.string()),
+            ("channels", pa.int32()),
+            ("sample_rate", pa.int32()),
+        ]
+    )
+)
+MEDIA_FIELDS = (
+    ("ok", pa.bool_()),
+    ("error", pa.string()),
+    ("container", pa.string()),
+    ("codec", pa.string()),
+    ("profile", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("pix_fmt", pa.string()),
+    ("bit_depth", pa.int32()),
+    ("fps", pa.float64()),
+    ("vfr", pa.bool_()),
+    ("duration", pa.float64()),
+    ("frames", pa.int64()),
+    ("bit_rate", pa.int64()),
+    ("rotation", pa.int32()),
+    ("creation_time", pa.string()),
+)
+MEDIA_SCHEMA = pa.schema(
+    [("hash", pa.string()), ("probe_version", pa.int32()), *MEDIA_FIELDS, ("audio", _AUDIO_TYPE)]
+)
+
+
+def video_extension_sql(column: str) -> str:
+    """A SQL predicate: the name in `column` ends with a video extension."""
+    exts = ", ".join(f"'{ext}'" for ext in sorted(VIDEO_EXTENSIONS))
+    return f"lower(regexp_extract({column}, '\\.[^./]+$')) IN ({exts})"
+
+
+def list_unprobed(catalog: Catalog, entries_file: Path, todo_file: Path) -> int:
+    """Write one path per video content hash lacking current media metadata."""
+    with catalog.read() as con:
+        con.execute(
+            "COPY (SELECT hash, any_value(path) AS path, any_value(raw_path) AS raw_path,"
+            " any_value(size) AS size"
+            f" FROM read_parquet('{_escape(entries_file)}') e"
+            f" WHERE e.kind = 'file' AND e.status = 'ok' AND {video_extension_sql('e.path')}"
+            " AND NOT EXISTS (SELECT 1 FROM media m WHERE m.hash = e.hash"
+            f" AND m.probe_version = {PROBE_VERSION}) GROUP BY hash)"
+            f" TO '{_escape(todo_file)}' (FORMAT parquet)"
+        )
+    return pq.ParquetFile(todo_file).metadata.num_rows
+
+
+def probe_all(
+    catalog: Catalog,
+    root: Path,
+    todo_file: Path,
+    *,
+    total: int,
+    workers: int,
+    progress: ProgressFn | None,
+) -> int:
+    """Probe every file listed in `todo_file`; store results in short transactions."""
+    base = os.fsencode(root).rstrip(b"/")
+    done = 0
+    pending: list[tuple[str, MediaInfo]] = []
+    flushed = time.monotonic()
+    with ThreadPoolExecutor(workers, thread_name_prefix="sneakernet-probe") as pool:
+        try:
+            for batch in pq.ParquetFile(todo_file).iter_batches(batch_size=256):
+                cols = batch.to_pydict()
+                paths = [
+                    base + b"/" + (raw if raw is not None else path.encode("utf-8"))
+                    for path, raw in zip(cols["path"], cols["raw_path"], strict=True)
+                ]
+                for digest, info in zip(cols["hash"], pool.map(probe, paths), strict=True):
+                    pending.append((digest, info))
+                    done += 1
+                    report(progress, ProgressEvent("probe", done, total))
+                if time.monotonic() - flushed > FLUSH_SECONDS:
+                    store_media(catalog, pending)
+                    pending, flushed = [], time.monotonic()
+        finally:
+            store_media(catalog, pending)
+    return done
+
+
+def store_media(catalog: Catalog, rows: list[tuple[str, MediaInfo]]) -> None:
+    if not rows:
+        return
+    table = media_table(rows)
+    with catalog.write() as con:
+        con.register("fresh", table)
+        con.execute("INSERT OR REPLACE INTO media BY NAME SELECT * FROM fresh")
+        con.unregister("fresh")
+
+
+def media_table(rows: list[tuple[str, MediaInfo]]) -> pa.Table:
+    columns: dict[str, list] = {"hash": [], "probe_version": [], "audio": []}
+    for name, _ in MEDIA_FIELDS:
+        columns[name] = []
+    for digest, info in rows:
+        columns["hash"].append(digest)
+        columns["probe_version"].append(PROBE_VERSION)
+        for name, _ in MEDIA_FIELDS:
+            columns[name].append(getattr(info, name))
+        columns["audio"].append(
+            [
+                {
+                    "stream": a.index,
+                    "codec": a.codec,
+                    "channels": a.channels,
+                    "sample_rate": a.sample_rate,
+                }
+                for a in info.audio
+            ]
+        )
+    return pa.Table.from_pydict(columns, schema=MEDIA_SCHEMA)
+
+
+def broken_videos(catalog: Catalog, entries_file: Path) -> list[Problem]:
+    """Every file of this scan whose content probed as broken, with the reason."""
+    with catalog.read() as con:
+        rows = con.execute(
+            f"SELECT e.path, m.error FROM read_parquet('{_escape(entries_file)}') e"
+            " JOIN media m ON m.hash = e.hash WHERE NOT m.ok ORDER BY e.path"
+        ).fetchall()
+    return [Problem(path, "broken-video", error or "broken") for path, error in rows]
+
+
+def _escape(path: Path) -> str:
+    return str(path).replace("'", "''")

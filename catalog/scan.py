@@ -1,0 +1,188 @@
+"""`scan`: index a dataset folder into the catalog as a new version.
+
+Phases: walk (stat everything), plan (ask the hash cache what is known),
+hash (read the rest), probe (video metadata for new content), commit (one
+transaction). Work in progress lives in a private temp folder as Parquet, so
+memory stays flat and the catalog is only held for moments.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sneakernet.catalog import hashpass, probepass
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import SneakernetError, SourceError
+from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
+from sneakernet.catalog.refs import check_dataset_name
+from sneakernet.catalog.versions import check_label_free, commit_entries
+from sneakernet.catalog.walk import Problem, WalkResult, walk_to_parquet
+
+
+@dataclass(slots=True)
+class ScanResult:
+    dataset: str
+    root: str
+    version: int | None  # the version recorded, or None when nothing changed
+    previous: int | None
+    files: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    reused_files: int = 0
+    probed_files: int = 0
+    seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.version is not None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["changed"] = self.changed
+        return data
+
+
+class DatasetLockedError(SneakernetError):
+    exit_code = 5
+
+
+def default_workers() -> int:
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def scan(
+    catalog: Catalog,
+    root: Path | str,
+    dataset: str,
+    *,
+    label: str | None = None,
+    rehash: bool = False,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+) -> ScanResult:
+    """Scan `root` as `dataset`; record a version if anything changed."""
+    check_dataset_name(dataset)
+    root = _check_root(Path(root))
+    workers = workers or default_workers()
+    with catalog.read() as con:
+        check_label_free(con, dataset, label)
+    started = time.monotonic()
+    result = ScanResult(dataset, os.fsdecode(root), None, None)
+    with _dataset_lock(catalog, dataset), tempfile.TemporaryDirectory(prefix="sn-scan-") as tmp:
+        work = Path(tmp)
+        with _timed(result, "walk"):
+            walked = _walk(catalog, root, work / "walk.parquet", progress)
+        result.files, result.symlinks, result.bytes = walked.files, walked.symlinks, walked.bytes
+        result.problems.extend(walked.problems)
+        with _timed(result, "plan"):
+            hashpass.plan(catalog, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
+        with _timed(result, "hash"):
+            hashed = hashpass.HashPass(
+                catalog,
+                root,
+                workers=workers,
+                files_total=walked.files,
+                bytes_total=walked.bytes,
+                progress=progress,
+            ).run(work / "plan.parquet", work / "entries.parquet")
+        result.hashed_files, result.hashed_bytes = hashed.hashed_files, hashed.hashed_bytes
+        result.reused_files = hashed.reused_files
+        result.problems.extend(hashed.problems)
+        with _timed(result, "probe"):
+            result.probed_files = _probe(catalog, root, work, workers, progress)
+            result.problems.extend(probepass.broken_videos(catalog, work / "entries.parquet"))
+        with _timed(result, "commit"):
+            report(progress, ProgressEvent("commit", 0, None))
+            committed = commit_entries(
+                catalog, dataset, work / "entries.parquet", origin="scan",
+                root=result.root, label=label,
+            )
+    result.version, result.previous = committed.version, committed.previous
+    result.files = committed.files
+    result.bytes = committed.bytes
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _check_root(root: Path) -> Path:
+    try:
+        resolved = root.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise SourceError(
+            "folder to scan does not exist", path=str(root), hint="check the path"
+        ) from exc
+    if not resolved.is_dir():
+        raise SourceError("not a folder", path=str(root), hint="scan takes a dataset's top folder")
+    if not os.access(resolved, os.R_OK | os.X_OK):
+        raise SourceError("folder is not readable", path=str(root), hint="check its permissions")
+    return resolved
+
+
+def _walk(catalog: Catalog, root: Path, out: Path, progress: ProgressFn | None) -> WalkResult:
+    exclude = [catalog.path, Path(f"{catalog.path}.wal")]
+    exclude += catalog.path.parent.glob(f"{catalog.path.name}.scan-*.lock")
+
+    def on_batch(walked: WalkResult) -> None:
+        report(progress, ProgressEvent("walk", walked.files, None, walked.bytes, None))
+
+    result = walk_to_parquet(root, out, exclude=exclude, on_batch=on_batch)
+    on_batch(result)
+    return result
+
+
+def _probe(
+    catalog: Catalog, root: Path, work: Path, workers: int, progress: ProgressFn | None
+) -> int:
+    todo = work / "probe.parquet"
+    total = probepass.list_unprobed(catalog, work / "entries.parquet", todo)
+    if total == 0:
+        return 0
+    return probepass.probe_all(
+        catalog, root, todo, total=total, workers=workers, progress=progress
+    )
+
+
+@contextmanager
+def _timed(result: ScanResult, phase: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        result.phase_seconds[phase] = round(time.monotonic() - started, 4)
+
+
+def _lock_path(catalog: Catalog, dataset: str) -> Path:
+    return catalog.path.parent / f"{catalog.path.name}.scan-{dataset}.lock"
+
+
+@contextmanager
+def _dataset_lock(catalog: Catalog, dataset: str) -> Iterator[None]:
+    """One scan per dataset at a time; the lock dies with its process."""
+    path = _lock_path(catalog, dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise DatasetLockedError(
+                f"dataset {dataset!r} is being scanned by process {holder}",
+                hint="wait for that scan to finish",
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,154 @@
+"""Versions: committing a new immutable file list, and listing what exists.
+
+A version becomes visible in one transaction together with all of its entries,
+so a reader sees either the whole version or none of it.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import UsageError
+from sneakernet.catalog.refs import VersionRef, check_dataset_name, check_label, resolve
+
+# What makes two file lists different. mtime alone is not a change: a touched
+# file with the same bytes is the same dataset.
+_IDENTITY = "path, raw_path, kind, size, hash, link_target, status"
+ENTRY_COLUMNS = (
+    "path, raw_path, kind, size, mtime_ns, mode, inode, device, hash, link_target, status, error"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    version: int | None  # the new version, or None when nothing changed
+    previous: int | None
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    dataset: str
+    version: int
+    label: str | None
+    created_at: str
+    origin: str
+    root: str | None
+    host: str | None
+    files: int
+    bytes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    dataset: str
+    versions: int
+    latest: int | None
+    files: int
+    bytes: int
+    updated_at: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_label_free(con: duckdb.DuckDBPyConnection, dataset: str, label: str | None) -> None:
+    if label is None:
+        return
+    check_label(label)
+    row = con.execute(
+        "SELECT version FROM versions WHERE dataset = ? AND label = ?", [dataset, label]
+    ).fetchone()
+    if row:
+        raise UsageError(
+            f"label {label!r} already names {dataset}@{row[0]}",
+            hint="labels name one version each; pick another label",
+        )
+
+
+def commit_entries(
+    catalog: Catalog,
+    dataset: str,
+    entries_file: Path,
+    *,
+    origin: str,
+    root: str | None,
+    label: str | None = None,
+    version: int | None = None,
+    only_if_changed: bool = True,
+) -> CommitResult:
+    """Record the entries in `entries_file` as a new version of `dataset`."""
+    check_dataset_name(dataset)
+    source = "read_parquet('" + str(entries_file).replace("'", "''") + "')"
+    with catalog.write() as con:
+        check_label_free(con, dataset, label)
+        previous = _latest(con, dataset)
+        files, size = con.execute(
+            f"SELECT count(*) FILTER (kind = 'file'), coalesce(sum(size) FILTER (kind = 'file'), 0)"
+            f" FROM {source}"
+        ).fetchone()
+        unchanged = previous is not None and not _differs(con, dataset, previous, source)
+        if only_if_changed and unchanged:
+            return CommitResult(None, previous, files, size)
+        number = version if version is not None else (previous or 0) + 1
+        now = datetime.now(UTC)
+        con.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?)", [dataset, now])
+        con.execute(
+            "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [dataset, number, label, now, origin, root, socket.gethostname(), files, size],
+        )
+        con.execute(
+            f"INSERT INTO entries SELECT ?, ?, {ENTRY_COLUMNS} FROM {source} ORDER BY path",
+            [dataset, number],
+        )
+    return CommitResult(number, previous, files, size)
+
+
+def _latest(con: duckdb.DuckDBPyConnection, dataset: str) -> int | None:
+    row = con.execute("SELECT max(version) FROM versions WHERE dataset = ?", [dataset]).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _differs(con: duckdb.DuckDBPyConnection, dataset: str, version: int, source: str) -> bool:
+    old = f"SELECT {_IDENTITY} FROM entries WHERE dataset = ? AND version = ?"
+    new = f"SELECT {_IDENTITY} FROM {source}"
+    row = con.execute(
+        f"SELECT EXISTS ({new} EXCEPT ALL {old}) OR EXISTS ({old} EXCEPT ALL {new})",
+        [dataset, version, dataset, version],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def list_versions(catalog: Catalog, dataset: str) -> list[VersionInfo]:
+    check_dataset_name(dataset)
+    with catalog.read() as con:
+        rows = con.execute(
+            "SELECT dataset, version, label, strftime(created_at, '%Y-%m-%dT%H:%M:%S%z'),"
+            " origin, root, host, files, bytes FROM versions WHERE dataset = ? ORDER BY version",
+            [dataset],
+        ).fetchall()
+        if not rows:
+            resolve(con, VersionRef(dataset))  # raises NotFoundError naming what exists
+    return [VersionInfo(*row) for row in rows]
+
+
+def list_datasets(catalog: Catalog) -> list[DatasetInfo]:
+    with catalog.read() as con:
+        rows = con.execute(
+            "SELECT d.name, count(v.version), max(v.version),"
+            " coalesce(arg_max(v.files, v.version), 0), coalesce(arg_max(v.bytes, v.version), 0),"
+            " strftime(max(v.created_at), '%Y-%m-%dT%H:%M:%S%z')"
+            " FROM datasets d LEFT JOIN versions v ON v.dataset = d.name"
+            " GROUP BY d.name ORDER BY d.name"
+        ).fetchall()
+    return [DatasetInfo(*row) for row in rows]
