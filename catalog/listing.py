@@ -1,0 +1,145 @@
+"""`ls`, `find` and `export`: the files of a version, and where content lives."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import NotFoundError, SourceError
+from sneakernet.catalog.hashing import hash_file
+from sneakernet.catalog.refs import VersionRef, parse_ref, resolve
+
+_HEX = re.compile(r"[0-9a-fA-F]{32}")
+LS_FETCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    status: str
+    codec: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    duration: float | None
+    broken: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    dataset: str
+    version: int
+    path: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class FindResult:
+    hash: str
+    holders: list[Holder]
+
+    def to_dict(self) -> dict:
+        return {"hash": self.hash, "holders": [h.to_dict() for h in self.holders]}
+
+
+def ls(catalog: Catalog, ref: VersionRef | str, pattern: str | None = None) -> Iterator[FileRow]:
+    """Stream the entries of a version, optionally only those matching a glob."""
+    ref = parse_ref(ref) if isinstance(ref, str) else ref
+    with catalog.read() as con:
+        version = resolve(con, ref)
+        sql = (
+            "SELECT path, kind, size, mtime_ns, hash, status, codec, width, height, fps,"
+            " duration, broken FROM api.files WHERE dataset = ? AND version = ?"
+        )
+        params: list = [ref.dataset, version]
+        if pattern:
+            sql += " AND path GLOB ?"
+            params.append(pattern)
+        cursor = con.execute(sql + " ORDER BY path", params)
+        while rows := cursor.fetchmany(LS_FETCH):
+            for row in rows:
+                yield FileRow(*row)
+
+
+def find(catalog: Catalog, what: str) -> FindResult:
+    """Every dataset version holding the content named by a hash or a local file."""
+    digest = _content_hash(what)
+    with catalog.read() as con:
+        rows = con.execute(
+            "SELECT dataset, version, path FROM entries WHERE hash = ?"
+            " ORDER BY dataset, version, path",
+            [digest],
+        ).fetchall()
+    return FindResult(digest, [Holder(*row) for row in rows])
+
+
+def _content_hash(what: str) -> str:
+    if _HEX.fullmatch(what) and not os.path.exists(what):
+        return what.lower()
+    path = Path(what)
+    if not path.exists():
+        raise NotFoundError(
+            "neither a 32-digit content hash nor an existing file",
+            path=what,
+            hint="give an XXH3-128 hash (as `xxhsum -H2` prints) or a file to look for",
+        )
+    if not path.is_file():
+        raise SourceError("not a regular file", path=what, hint="find looks up one file's content")
+    try:
+        return hash_file(str(path.resolve())).hash
+    except OSError as exc:
+        raise SourceError(f"cannot read file ({exc.strerror})", path=what) from exc
+
+
+def export(catalog: Catalog, ref: VersionRef | str, out: Path | str) -> int:
+    """Write a version's full manifest (files joined with media) to a Parquet file."""
+    ref = parse_ref(ref) if isinstance(ref, str) else ref
+    out = Path(out)
+    if out.exists() and not out.is_file():
+        raise SourceError("export target exists and is not a file", path=str(out))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with catalog.read() as con:
+        version = resolve(con, ref)
+        # COPY takes no bound parameters; the dataset name is checked by parse_ref.
+        con.execute(
+            "COPY (SELECT * FROM api.files"
+            f" WHERE dataset = '{ref.dataset}' AND version = {int(version)} ORDER BY path)"
+            f" TO '{_escape(tmp)}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        count = con.execute(
+            "SELECT count(*) FROM entries WHERE dataset = ? AND version = ?",
+            [ref.dataset, version],
+        ).fetchone()[0]
+    _fsync_rename(tmp, out)
+    return int(count)
+
+
+def _fsync_rename(tmp: Path, out: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, out)
+    dir_fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _escape(path: Path) -> str:
+    return str(path).replace("'", "''")

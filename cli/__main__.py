@@ -1,0 +1,3 @@
+from sneakernet.cli.app import main
+
+main()

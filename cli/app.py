@@ -1,0 +1,111 @@
+"""The `sneakernet` command: global options, error handling, exit statuses.
+
+Commands live in sibling modules and only parse, call the library and render.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from sneakernet.catalog.db import DEFAULT_TIMEOUT, Catalog
+from sneakernet.catalog.errors import SneakernetError
+from sneakernet.cli.exits import ExitStatus
+from sneakernet.cli.render import err
+
+app = typer.Typer(
+    name="sneakernet",
+    help=(
+        "Move multi-terabyte video datasets between sites on hard drives, every byte checked.\n\n"
+        "Catalog a dataset (scan), ask about it (stats, diff, ls, find, query), "
+        "and see it all work on sample clips with `sneakernet demo`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class State:
+    catalog_path: Path | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    debug: bool = False
+
+    @classmethod
+    def catalog(cls) -> Catalog:
+        return Catalog(cls.catalog_path, timeout=cls.timeout)
+
+
+@app.callback()
+def _global_options(
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            envvar="SNEAKERNET_CATALOG",
+            help="Catalog file [default: $XDG_DATA_HOME/sneakernet/catalog.duckdb].",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for a catalog that another process holds."),
+    ] = DEFAULT_TIMEOUT,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    State.catalog_path = catalog
+    State.timeout = timeout
+    State.debug = debug
+
+
+def _register_commands() -> None:
+    from sneakernet.cli import catalog_cmds, demo_cmd
+
+    catalog_cmds.register(app)
+    demo_cmd.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, map every outcome to an ExitStatus."""
+    _register_commands()
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(args=argv, prog_name="sneakernet", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        status = ExitStatus.USAGE
+    except click.exceptions.Abort:
+        err.print("interrupted")
+        status = ExitStatus.INTERRUPTED
+    except KeyboardInterrupt:
+        err.print("interrupted; finished work is kept, run the same command again to go on")
+        status = ExitStatus.INTERRUPTED
+    except SneakernetError as exc:
+        status = _report_error(exc)
+    except BrokenPipeError:
+        sys.stderr.close()  # reader went away (e.g. `| head`); not an error of ours
+        status = ExitStatus.OK
+    except Exception as exc:  # a bug: say so in one line, traceback only with --debug
+        if State.debug:
+            traceback.print_exc()
+        err.print(f"internal error: {exc.__class__.__name__}: {exc}", markup=False)
+        err.print("rerun with --debug for the traceback, and please report it", markup=False)
+        status = ExitStatus.ERROR
+    sys.exit(int(status or 0))
+
+
+def _report_error(exc: SneakernetError) -> int:
+    if State.debug:
+        traceback.print_exc()
+    err.print(f"error: {exc}", markup=False)
+    if exc.hint:
+        err.print(f"hint: {exc.hint}", markup=False)
+    return exc.exit_code

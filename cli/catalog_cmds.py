@@ -1,0 +1,213 @@
+"""Commands that build and question the catalog: scan, datasets, versions, stats, diff, ls,
+find, query, export."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sneakernet.catalog import diff as diff_mod
+from sneakernet.catalog import listing, versions
+from sneakernet.catalog import query as query_mod
+from sneakernet.catalog import stats as stats_mod
+from sneakernet.catalog.scan import ScanResult, scan
+from sneakernet.cli import render
+from sneakernet.cli.app import State
+from sneakernet.cli.exits import ExitStatus
+from sneakernet.cli.render import human_bytes, out, print_json, safe_text, table
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# Problems that leave a file out of the version's hashes; the others are facts.
+_INCOMPLETE = {"unreadable", "unreadable-folder", "changing"}
+
+
+def register(app: typer.Typer) -> None:
+    for command in (scan_cmd, datasets_cmd, versions_cmd, stats_cmd, diff_cmd, ls_cmd,
+                    find_cmd, query_cmd, export_cmd):
+        app.command(command.__name__.removesuffix("_cmd"))(command)
+
+
+def scan_cmd(
+    path: Annotated[Path, typer.Argument(help="The dataset's top folder.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name, e.g. roadcam.")],
+    label: Annotated[str | None, typer.Option(help="A name for the new version.")] = None,
+    rehash: Annotated[bool, typer.Option(help="Read every file again; ignore the cache.")] = False,
+    threads: Annotated[int | None, typer.Option(help="Reader threads [default: cores].")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Index a dataset folder: hash every file, probe every video, record a new version.
+
+    Files unchanged since the last scan (same size, mtime, inode, device) are not read again.
+    """
+    with render.progress_bar(sys.stderr.isatty() and not json) as progress:
+        result = scan(State.catalog(), path, dataset, label=label, rehash=rehash,
+                      workers=threads, progress=progress)
+    if json:
+        print_json(result.to_dict())
+    else:
+        _print_scan(result)
+    if any(p.kind in _INCOMPLETE for p in result.problems):
+        raise typer.Exit(ExitStatus.PROBLEMS)
+
+
+def _print_scan(result: ScanResult) -> None:
+    secs = max(result.seconds, 1e-9)
+    if result.version is None:
+        out.print(f"{result.dataset}: nothing changed since version {result.previous}")
+    else:
+        out.print(f"{result.dataset}@{result.version} recorded")
+    out.print(
+        f"  {result.files:,} files, {human_bytes(result.bytes)}; read {result.hashed_files:,} "
+        f"({human_bytes(result.hashed_bytes)}), reused {result.reused_files:,} cached hashes, "
+        f"probed {result.probed_files:,} videos in {result.seconds:.1f} s "
+        f"({render.human_rate(result.hashed_bytes, secs)})"
+    )
+    if result.problems:
+        out.print(f"  {len(result.problems)} problem(s):")
+        for p in result.problems:
+            out.print(f"    {p.kind:<17} {safe_text(p.path)}: {p.message}", markup=False)
+
+
+def datasets_cmd(json: JsonOpt = False) -> None:
+    """List the datasets in the catalog with their latest version."""
+    rows = versions.list_datasets(State.catalog())
+    if json:
+        print_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        out.print("no datasets yet: run `sneakernet scan PATH --dataset NAME`")
+        return
+    t = table("dataset", "versions", "latest", "files", "bytes", "updated")
+    for r in rows:
+        t.add_row(r.dataset, str(r.versions), str(r.latest), f"{r.files:,}",
+                  human_bytes(r.bytes), r.updated_at or "-")
+    out.print(t)
+
+
+def versions_cmd(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")], json: JsonOpt = False
+) -> None:
+    """List the versions of a dataset."""
+    rows = versions.list_versions(State.catalog(), dataset)
+    if json:
+        print_json([r.to_dict() for r in rows])
+        return
+    t = table("version", "label", "created", "origin", "files", "bytes", "root")
+    for r in rows:
+        t.add_row(str(r.version), r.label or "", r.created_at, r.origin, f"{r.files:,}",
+                  human_bytes(r.bytes), safe_text(r.root))
+    out.print(t)
+
+
+def stats_cmd(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@LABEL.")],
+    by: Annotated[
+        str | None, typer.Option(help=f"Group by: {', '.join(stats_mod.GROUPINGS)}.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Files, bytes, hours of video, frames, broken files and duplicate content of a version."""
+    s = stats_mod.stats(State.catalog(), ref, by=by)
+    if json:
+        print_json(s.to_dict())
+        return
+    total = s.total
+    out.print(f"{s.dataset}@{s.version}: {total.files:,} files, {human_bytes(total.bytes)}, "
+              f"{total.video_files:,} videos, {total.video_hours:.3f} h, {total.frames:,} frames")
+    out.print(f"  broken videos {total.broken_files:,}, unread files {total.unread_files:,}, "
+              f"symlinks {s.symlinks:,}, duplicate files {s.duplicate_files:,} "
+              f"({human_bytes(s.duplicate_bytes)})")
+    if s.by:
+        t = table(s.by, "files", "bytes", "videos", "hours", "frames", "broken")
+        for g in s.groups:
+            t.add_row(g.key or "(not video)" if s.by != "ext" else g.key or "(none)",
+                      f"{g.files:,}", human_bytes(g.bytes), f"{g.video_files:,}",
+                      f"{g.video_hours:.3f}", f"{g.frames:,}", f"{g.broken_files:,}")
+        out.print(t)
+
+
+def diff_cmd(
+    old: Annotated[str, typer.Argument(help="The older version, e.g. roadcam@1.")],
+    new: Annotated[str, typer.Argument(help="The newer version, e.g. roadcam@2.")],
+    json: JsonOpt = False,
+) -> None:
+    """What changed between two versions: added, removed, modified, moved."""
+    d = diff_mod.diff(State.catalog(), old, new)
+    if json:
+        print_json(d.to_dict())
+        return
+    signs = {"added": "+", "removed": "-", "modified": "M", "moved": "R"}
+    for c in d.changes:
+        moved = f"{safe_text(c.old_path)} -> " if c.old_path else ""
+        out.print(f"{signs[c.change]} {moved}{safe_text(c.path)}", markup=False)
+    counts = ", ".join(f"{n} {kind}" for kind, n in d.counts.items())
+    out.print(f"{d.old} -> {d.new}: {counts}")
+
+
+def ls_cmd(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@LABEL.")],
+    pattern: Annotated[str | None, typer.Argument(help="Glob on the path, e.g. 'cam1/*'.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List the files of a version, with size, hash and video summary."""
+    rows = listing.ls(State.catalog(), ref, pattern)
+    if json:
+        print_json([r.to_dict() for r in rows])
+        return
+    for r in rows:
+        video = ""
+        if r.codec:
+            video = f"  {r.codec} {r.width}x{r.height} {r.fps or 0:.2f}fps {r.duration or 0:.1f}s"
+        if r.broken:
+            video += "  BROKEN"
+        digest = r.hash or r.status
+        out.print(f"{digest:<32} {r.size:>14,}  {safe_text(r.path)}{video}", markup=False)
+
+
+def find_cmd(
+    what: Annotated[str, typer.Argument(help="A content hash or a file to look for.")],
+    json: JsonOpt = False,
+) -> None:
+    """Every dataset and version that holds a given content."""
+    found = listing.find(State.catalog(), what)
+    if json:
+        print_json(found.to_dict())
+        return
+    if not found.holders:
+        out.print(f"{found.hash}: not in the catalog")
+        raise typer.Exit(ExitStatus.NOT_FOUND)
+    for h in found.holders:
+        out.print(f"{h.dataset}@{h.version}  {safe_text(h.path)}", markup=False)
+
+
+def query_cmd(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement over the api views.")],
+    json: JsonOpt = False,
+) -> None:
+    """Run read-only SQL over the views datasets, versions, files and media."""
+    result = query_mod.run_query(State.catalog(), sql)
+    if json:
+        print_json(result.to_dict())
+        return
+    t = table(*result.columns)
+    for row in result.rows:
+        t.add_row(*(safe_text(str(v)) if v is not None else "" for v in row))
+    out.print(t)
+    if result.truncated:
+        render.err.print(f"(first {len(result.rows):,} rows shown; add a LIMIT)")
+
+
+def export_cmd(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@LABEL.")],
+    target: Annotated[Path, typer.Argument(help="The Parquet file to write.")],
+    json: JsonOpt = False,
+) -> None:
+    """Write a version's full manifest (files with video metadata) to a Parquet file."""
+    count = listing.export(State.catalog(), ref, target)
+    if json:
+        print_json({"ref": ref, "path": str(target), "rows": count})
+    else:
+        out.print(f"wrote {count:,} rows to {target}")

@@ -1,0 +1,122 @@
+"""Turning result objects into text: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sneakernet.catalog.progress import ProgressEvent, ProgressFn
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def human_rate(nbytes: float, seconds: float) -> str:
+    return f"{human_bytes(nbytes / seconds)}/s" if seconds > 0 else "-"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for name in columns:
+        numeric = name.lower() in {"files", "bytes", "hours", "frames", "broken", "version",
+                                   "versions", "latest", "size", "unread", "videos"}
+        t.add_column(name, justify="right" if numeric else "left", overflow="fold")
+    return t
+
+
+def safe_text(text: str | None) -> str:
+    """A path with control characters shown as escapes, so a name cannot redraw the terminal."""
+    if text is None:
+        return "-"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_PHASE_NAMES = {"walk": "walking", "hash": "hashing", "probe": "probing video", "commit": "saving"}
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr fed by library ProgressEvents; None when disabled.
+
+    The bar measures bytes when the verb knows the total bytes (a 50 GB file
+    moves the bar while it is read), else files.
+    """
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+    started: dict[str, float] = {}
+    last = [0.0]
+
+    def update(event: ProgressEvent) -> None:
+        key = f"{event.label}:{event.phase}"
+        if key not in tasks:
+            name = _PHASE_NAMES.get(event.phase, event.phase)
+            label = f"{event.label} {name}" if event.label else name
+            tasks[key] = bar.add_task(label, total=None, detail="")
+            started[key] = time.monotonic()
+        now = time.monotonic()
+        final = event.files_total is not None and event.files_done >= event.files_total
+        if now - last[0] < 0.1 and not final:
+            return
+        last[0] = now
+        by_bytes = bool(event.bytes_total)
+        bar.update(
+            tasks[key],
+            completed=event.bytes_done if by_bytes else event.files_done,
+            total=event.bytes_total if by_bytes else event.files_total,
+            detail=_detail(event, now - started[key]),
+        )
+
+    with bar:
+        yield update
+
+
+def _detail(event: ProgressEvent, elapsed: float) -> str:
+    files = f"{event.files_done:,}" + (f"/{event.files_total:,}" if event.files_total else "")
+    if not event.bytes_done:
+        return f"{files} files"
+    total = f"/{human_bytes(event.bytes_total)}" if event.bytes_total else ""
+    rate = human_rate(event.bytes_done, elapsed)
+    return f"{files} files  {human_bytes(event.bytes_done)}{total}  {rate}"
