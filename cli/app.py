@@ -10,7 +10,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from sneakernet.catalog.db import DEFAULT_TIMEOUT, Catalog
@@ -77,14 +76,18 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         status = command.main(args=argv, prog_name="sneakernet", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         status = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        status = ExitStatus.USAGE
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("interrupted")
         status = ExitStatus.INTERRUPTED
+    except typer.TyperException as exc:  # click's usage errors, as vendored by typer
+        show = getattr(exc, "show", None)
+        if show:
+            show()
+        else:
+            err.print(f"error: {exc}", markup=False)
+        status = ExitStatus.USAGE
     except KeyboardInterrupt:
         err.print("interrupted; finished work is kept, run the same command again to go on")
         status = ExitStatus.INTERRUPTED

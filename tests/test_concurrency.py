@@ -1,0 +1,125 @@
+"""Kill -9 at any point, and two processes on one catalog."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.scan import scan
+from sneakernet.catalog.stats import stats
+
+
+def _make_tree(root: Path, files: int, size: int) -> None:
+    for i in range(files):
+        folder = root / f"d{i % 20:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}.bin").write_bytes(os.urandom(size))
+
+
+def _assert_consistent(catalog: Catalog) -> list[int]:
+    """Every visible version is whole: its entry count is the count it was committed with."""
+    with catalog.read() as con:
+        rows = con.execute(
+            "SELECT v.version, v.files, count(e.path) FILTER (e.kind = 'file')"
+            " FROM versions v LEFT JOIN entries e USING (dataset, version)"
+            " GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+    for version, committed, present in rows:
+        assert committed == present, f"version {version}: {present} of {committed} entries"
+    return [r[0] for r in rows]
+
+
+def _scan_process(catalog: Catalog, root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sneakernet.cli", "--catalog", str(catalog.path),
+         "scan", str(root), "--dataset", "big", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_kill_9_at_any_point_leaves_a_consistent_catalog(tmp_path, catalog):
+    root = tmp_path / "big"
+    _make_tree(root, files=1500, size=48 * 1024)
+    t0 = time.monotonic()
+    probe_run = Catalog(tmp_path / "timing.duckdb")
+    scan(probe_run, root, "big")
+    full = time.monotonic() - t0 + 0.6  # plus interpreter start-up in a subprocess
+    for fraction in (0.1, 0.3, 0.5, 0.7, 0.9, 1.0):
+        proc = _scan_process(catalog, root)
+        time.sleep(full * fraction)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        versions = _assert_consistent(catalog)
+        assert versions in ([], [1])
+        if versions:
+            break
+    final = scan(catalog, root, "big")
+    assert _assert_consistent(catalog) == [1]
+    with catalog.read() as con:
+        recorded = dict(con.execute("SELECT path, hash FROM entries WHERE version = 1").fetchall())
+    assert len(recorded) == 1500
+    for path, digest in recorded.items():
+        assert digest == xxhash.xxh3_128_hexdigest((root / path).read_bytes())
+    # Hashes computed by the killed runs were kept: the last run did not start over.
+    assert final.hashed_files < 1500 or final.version is None
+
+
+def test_interrupted_scan_keeps_hashes(tmp_path, catalog):
+    root = tmp_path / "big"
+    _make_tree(root, files=400, size=256 * 1024)
+    proc = _scan_process(catalog, root)
+    deadline = time.monotonic() + 60
+    cached = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if catalog.path.exists():
+            try:
+                with Catalog(catalog.path, timeout=0.2).read() as con:
+                    cached = con.execute("SELECT count(*) FROM hash_cache").fetchone()[0]
+            except Exception:
+                continue
+            if cached:
+                break
+    if proc.poll() is not None:
+        pytest.skip("scan finished before it could be interrupted")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert _assert_consistent(catalog) == []
+    again = scan(catalog, root, "big")
+    assert again.version == 1 and again.reused_files >= cached > 0
+
+
+def test_stats_answers_while_a_scan_runs(tmp_path, catalog):
+    small = tmp_path / "small"
+    _make_tree(small, files=50, size=1024)
+    scan(catalog, small, "small")
+    root = tmp_path / "big"
+    _make_tree(root, files=3000, size=64 * 1024)
+    proc = _scan_process(catalog, root)
+    worst = 0.0
+    answers = 0
+    reader = Catalog(catalog.path, timeout=10)
+    while proc.poll() is None:
+        t = time.monotonic()
+        s = stats(reader, "small")
+        worst = max(worst, time.monotonic() - t)
+        assert s.total.files == 50
+        _assert_consistent(reader)
+        answers += 1
+    _out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert answers >= 3
+    assert worst < 2.0, f"a reader waited {worst:.2f} s"
+    cli = subprocess.run(
+        [sys.executable, "-m", "sneakernet.cli", "--catalog", str(catalog.path), "stats", "big"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert cli.returncode == 0 and "3,000 files" in cli.stdout
