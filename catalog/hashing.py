@@ -44,23 +44,42 @@ def hash_bytes(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def hash_file(path: str | bytes, buffer: bytearray | None = None) -> FileHash:
+def hash_file(
+    path: str | bytes,
+    buffer: bytearray | None = None,
+    expected: tuple[int, int] | None = None,
+) -> FileHash:
     """Hash one regular file, proving it did not change while it was read.
 
+    `expected` is (size, mtime_ns) from a recent lstat: for a small file it
+    saves a stat call on the hot path. If the file no longer matches it, the
+    file is stat-ed and read again the careful way.
     Raises OSError for I/O problems, ChangedWhileReading, or NotRegularFile.
     """
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise NotRegularFile(path)
-        if before.st_size <= SMALL_FILE:
-            digest, read = _hash_small(fd, before.st_size)
+        if expected is not None and expected[0] <= SMALL_FILE:
+            before = None
+            digest, read = _hash_small(fd, expected[0])
         else:
-            digest, read = _hash_stream(fd, buffer or bytearray(BUFFER_SIZE))
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise NotRegularFile(path)
+            if before.st_size <= SMALL_FILE:
+                digest, read = _hash_small(fd, before.st_size)
+            else:
+                digest, read = _hash_stream(fd, buffer or bytearray(BUFFER_SIZE))
         after = os.fstat(fd)
     finally:
         os.close(fd)
+    if before is None:
+        if not stat.S_ISREG(after.st_mode):
+            raise NotRegularFile(path)
+        assert expected is not None
+        size, mtime_ns = expected
+        if read != size or after.st_size != size or after.st_mtime_ns != mtime_ns:
+            return hash_file(path, buffer)  # not as the walk saw it: look again, carefully
+        before = after
     if (
         read != before.st_size
         or after.st_size != before.st_size
