@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -44,18 +45,19 @@ _RETRIES_WHEN_CHANGING = 2
 _Outcome = tuple[FileHash | None, str | None, str | None]
 
 
-def plan(catalog: Catalog, walk_file: Path, plan_file: Path, *, rehash: bool) -> None:
+def plan(
+    con: duckdb.DuckDBPyConnection, walk_file: Path, plan_file: Path, *, rehash: bool
+) -> None:
     """Join the walk with the hash cache: a cached hash means 'do not read again'."""
     cached = "NULL::VARCHAR" if rehash else "c.hash"
-    with catalog.read() as con:
-        con.execute(
-            f"COPY (SELECT w.*, {cached} AS cached FROM read_parquet({_sql_str(walk_file)}) w"
-            " LEFT JOIN hash_cache c ON w.kind = 'file' AND c.hasher = ?"
-            " AND c.device = w.device AND c.inode = w.inode"
-            " AND c.size = w.size AND c.mtime_ns = w.mtime_ns)"
-            f" TO {_sql_str(plan_file)} (FORMAT parquet, COMPRESSION zstd)",
-            [HASHER],
-        )
+    con.execute(
+        f"COPY (SELECT w.*, {cached} AS cached FROM read_parquet({_sql_str(walk_file)}) w"
+        " LEFT JOIN hash_cache c ON w.kind = 'file' AND c.hasher = ?"
+        " AND c.device = w.device AND c.inode = w.inode"
+        " AND c.size = w.size AND c.mtime_ns = w.mtime_ns)"
+        f" TO {_sql_str(plan_file)} (FORMAT parquet, COMPRESSION zstd)",
+        [HASHER],
+    )
 
 
 def _sql_str(path: Path) -> str:

@@ -1,50 +1,50 @@
 """Media probe: what a video file is, and whether it is whole.
 
-`probe(path)` reads a file's headers with PyAV (libavformat in-process, no
-ffprobe subprocess) and demuxes packets, never decoding frames, to answer
-two questions cheaply:
-
-- *what is it*: container, codec, size, pixel format, frame rate, duration,
-  exact frame count, bit rate, rotation, creation time, audio streams;
-- *is it whole*: a file cut short (a copy that stopped, a drive pulled) gives
-  ``ok=False`` with one human line in ``error``.
+`probe(path)` reads headers with PyAV (libavformat in-process, never an ffprobe
+subprocess) and demuxes packets, never decoding frames. A file cut short gives
+``ok=False`` and one human line in ``error``; `probe` never raises for bad media.
 
 Frame count and integrity:
 
-- When the container stores a frame count (MP4/MOV sample tables, AVI
-  headers), that is the count. Integrity is then checked without reading the
-  whole file: every stream's sample index must end inside the file, and the
-  packets demuxed from the last second or so (after a seek) must reach the
-  declared duration, with no demux error or corrupt packet.
-- Otherwise (Matroska, WebM, MPEG-TS, ...) every packet is demuxed, like
-  ``ffprobe -count_packets``: video packets are counted and the last packet of
-  any stream must reach the declared container duration.
+- Stored count (MP4/MOV sample tables, AVI headers): that is the count. Checks:
+  the top-level structure (MP4 boxes, RIFF size) and every stream's sample index
+  end inside the file, and the last ~20 video packets, demuxed after a seek,
+  reach the declared duration with no demux error or corrupt packet.
+- Otherwise (Matroska, WebM, MPEG-TS, ...) every packet is demuxed and video
+  packets counted, like ``ffprobe -count_packets``; the last packet of any
+  stream must reach the declared duration, and a Matroska Segment must not
+  declare more bytes than the file has.
 
-"Reach" means within two frame durations. Formats whose duration is only an
-estimate (raw elementary streams, MPEG-TS/PS) get no end check.
+"Reach" is within two frame durations. Formats whose duration is an estimate
+(raw elementary streams, MPEG-TS/PS) get no end check.
 
-VFR rule: the presentation timestamps of the sampled video packets (the first
-1024 when everything is demuxed; the first and last few dozen otherwise) are
-sorted, and the stream is variable frame rate when two intervals between
-consecutive frames differ by more than one time-base tick (one tick of
-spread is just rounding). ``None`` when fewer than three timestamps are known.
+VFR rule: sort video timestamps (the sample index when it lists every frame,
+first and last 1024 entries; else the pts of the first 1024 demuxed packets
+minus the last 16, which B-frame reordering may leave incomplete); the stream
+is VFR when two intervals between consecutive frames differ by more than one
+time-base tick (one tick is rounding). ``None`` with under two intervals.
 
-Rotation is the display-matrix angle as ffprobe reports it (``rotation=-90``),
-normalised to 0..359 (so -90 becomes 270); else the legacy ``rotate`` tag.
+Rotation is ffprobe's display-matrix ``rotation`` normalised to 0..359 (-90 is
+270), read for MP4/MOV from the video track's ``tkhd`` matrix (``mvhd``'s is
+ignored: the identity in practice); else the legacy ``rotate`` tag. PyAV 18
+can write a display matrix but not read one without decoding a frame.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
+import math
 import os
-import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import av
-import av.logging
+from av.container import InputContainer
+from av.stream import Discard, Disposition, Stream
+from av.video.stream import VideoStream
 
 PROBE_VERSION: int = 1  # bump when probe output semantics change
 
@@ -58,17 +58,13 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset({
 })
 # fmt: on
 
-# Formats whose declared duration comes from a header, so "ends early" is meaningful.
-_HEADER_DURATION_FORMATS = frozenset(
-    {"mov", "matroska", "avi", "asf", "nut", "mxf", "flv", "ogg", "ivf", "gxf", "wtv"}
-)
-_SAMPLE = 1024  # video timestamps kept for the VFR rule when demuxing everything
-_HEAD = 48  # packets read from the start when the frame count is stored
-_REORDER = 16  # most frames a decoder may reorder (H.264/HEVC limit)
+# Formats whose duration comes from a header, so "ends early" means something.
+_HEADER_DURATION = frozenset({"mov", "matroska", "avi", "asf", "nut", "mxf", "flv", "ogg", "ivf"})
+_MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot", b"styp"})
+_MAX_BOXES = 20000  # top-level MP4 boxes walked (fragmented MP4: two per fragment)
+_SAMPLE = 1024  # timestamps looked at by the VFR rule, per run
+_REORDER = 16  # most frames a decoder may reorder (the H.264/HEVC limit)
 _MEDIA_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, UnicodeError, OverflowError)
-_ROTATION_RE = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.IGNORECASE)
-_STREAM_RE = re.compile(r"Stream #\d+:(\d+)")
-_LOG_LOCK = threading.Lock()
 
 
 def is_video_name(name: str) -> bool:
@@ -86,23 +82,23 @@ class AudioStream:
 
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
-    ok: bool
-    error: str | None = None
-    container: str | None = None
-    codec: str | None = None
+    ok: bool  # False: broken (cannot open, no video stream, ends early, demux error)
+    error: str | None = None  # one human line when not ok
+    container: str | None = None  # first libavformat name: "mov", "matroska", "avi"
+    codec: str | None = None  # as ffprobe's codec_name: h264, hevc, vp9, prores
     profile: str | None = None
     width: int | None = None
     height: int | None = None
     pix_fmt: str | None = None
-    bit_depth: int | None = None
-    fps: float | None = None
-    vfr: bool | None = None
-    duration: float | None = None
-    frames: int | None = None
-    bit_rate: int | None = None
-    rotation: int | None = None
-    creation_time: str | None = None
-    audio: tuple[AudioStream, ...] = field(default_factory=tuple)
+    bit_depth: int | None = None  # bits per component, from the pixel format
+    fps: float | None = None  # average frame rate (ffprobe avg_frame_rate)
+    vfr: bool | None = None  # see the VFR rule above
+    duration: float | None = None  # seconds: the video stream's, else the container's
+    frames: int | None = None  # exact: stored count, else video packets demuxed
+    bit_rate: int | None = None  # the video stream's, else the container's
+    rotation: int | None = None  # degrees 0..359, 0 when none
+    creation_time: str | None = None  # the creation_time tag (stream, else container)
+    audio: tuple[AudioStream, ...] = ()
 
 
 @dataclass(slots=True)
@@ -110,10 +106,10 @@ class _Scan:
     """What demuxing a run of packets showed."""
 
     video_packets: int = 0
-    video_end: float | None = None  # seconds: max pts+duration of video packets
-    any_end: float | None = None  # same over all demuxed streams
-    pts: list[int] = field(default_factory=list)  # video pts, capped at _SAMPLE
-    pts_cut: bool = False  # pts stopped before the end of the run (later ones may be missing)
+    video_end: float | None = None  # seconds: max pts+duration of the video packets
+    any_end: float | None = None  # the same over every demuxed stream
+    pts: list[int] = field(default_factory=list)  # video pts, the first _SAMPLE
+    pts_cut: bool = False  # more pts followed: the last few sorted ones may have gaps
     error: str | None = None
 
 
@@ -121,235 +117,252 @@ def probe(path: str | bytes | os.PathLike) -> MediaInfo:
     """Describe the video file at `path`. Never raises for bad media: see `MediaInfo.ok`."""
     try:
         size = os.stat(path).st_size
-        with _open(path) as container:
-            return _probe_container(container, size)
+        # PyAV os.fsencode()s the name back, so an undecodable (surrogate-escaped) name
+        # survives; "file:" keeps names like "10:30.mp4" or "concat:x" from being URLs.
+        with av.open("file:" + os.fsdecode(path), metadata_errors="ignore") as container:
+            info = _probe_container(container, size)
+        with open(path, "rb", buffering=0) as fh:
+            declared, rotation = _layout(fh, size)
     except _MEDIA_ERRORS as exc:
         return MediaInfo(ok=False, error=f"cannot open: {_message(exc)}")
-
-
-@contextmanager
-def _open(path: str | bytes | os.PathLike) -> Iterator[av.container.InputContainer]:
-    name = os.fsdecode(path)  # PyAV os.fsencode()s it back, so undecodable bytes survive
-    try:
-        # "file:" keeps names like "10:30.mp4" or "concat:x" from being read as URLs.
-        container = av.open("file:" + name, metadata_errors="ignore")
-        fh = None
-    except UnicodeError:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the container
-        try:
-            container = av.open(fh, metadata_errors="ignore")
-        except BaseException:
-            fh.close()
-            raise
-    try:
-        yield container
-    finally:
-        container.close()
-        if fh is not None:
-            fh.close()
+    if rotation is not None:
+        info = dataclasses.replace(info, rotation=rotation)
+    if info.ok and declared is not None and declared > size:
+        error = f"ends early: file has {size} bytes, its header declares {declared}"
+        info = dataclasses.replace(info, ok=False, error=error)
+    return info
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, av.FFmpegError) and exc.strerror:
-        return str(exc.strerror)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+    """The error's own words, without the file name (OSError and av.FFmpegError have them)."""
+    return str(getattr(exc, "strerror", None) or exc) or type(exc).__name__
 
 
-def _probe_container(container: av.container.InputContainer, size: int) -> MediaInfo:
+def _probe_container(container: InputContainer, size: int) -> MediaInfo:
     fmt = container.format.name.split(",")[0] if container.format else None
     audio = tuple(
-        AudioStream(
-            index=s.index,
-            codec=s.name,
-            channels=(s.codec_context.channels or None) if s.codec_context else None,
-            sample_rate=(s.codec_context.sample_rate or None) if s.codec_context else None,
-        )
+        AudioStream(s.index, _codec_name(s), _ctx_int(s, "channels"), _ctx_int(s, "sample_rate"))
         for s in container.streams.audio
     )
-    pictures = av.stream.Disposition.attached_pic  # cover art, not video
-    video = next((s for s in container.streams.video if not s.disposition & pictures), None)
     creation = container.metadata.get("creation_time")
+    pictures = Disposition.attached_pic  # cover art, not video
+    video = next((s for s in container.streams.video if not s.disposition & pictures), None)
     if video is None:
-        return MediaInfo(
-            ok=False, error="no video stream", container=fmt, audio=audio, creation_time=creation
-        )
+        return MediaInfo(False, "no video stream", fmt, audio=audio, creation_time=creation)
 
     ctx = video.codec_context
     pix_fmt = ctx.pix_fmt if ctx else None
     fps = float(video.average_rate) if video.average_rate else None
     tb = video.time_base
-    duration = None
-    if video.duration and tb:
-        duration = float(video.duration * tb)
-    elif container.duration:
-        duration = container.duration / av.time_base
-    bit_rate = (ctx.bit_rate if ctx else 0) or container.bit_rate or None
-
-    # Declared end (seconds): the video stream's own, else the container's (all streams).
-    end: float | None = None
-    video_only = bool(video.duration and tb)
-    if fmt not in _HEADER_DURATION_FORMATS:
-        pass  # duration is an estimate (raw streams, MPEG-TS/PS): nothing to hold it to
-    elif video_only:
+    stream_duration = bool(video.duration and tb)
+    if stream_duration:
+        duration: float | None = float(video.duration * tb)
         end = float(((video.start_time or 0) + video.duration) * tb)
-    elif container.duration:
-        end = ((container.start_time or 0) + container.duration) / av.time_base
-    slack = 2.0 / fps if fps else 0.1
+    else:  # the container's duration spans every stream
+        duration = container.duration / av.time_base if container.duration else None
+        end = duration and ((container.start_time or 0) / av.time_base + duration)
+    if fmt not in _HEADER_DURATION:
+        end = None  # an estimate (raw streams, MPEG-TS/PS): nothing to hold packets to
+    frame_time = 1.0 / fps if fps else 0.05
 
-    error = None
     frames = video.frames or None
-    if frames:
-        error = _check_index(container, size)
-        head = _scan(container, [video], limit=_HEAD)
-        error = error or head.error
-        tail = _Scan()
-        if error is None and end is not None:
-            tail = _scan_tail(container, video, end - max(1.0, 3 * slack))
-            error = tail.error
-        reached = tail.video_end
-        pts_runs = [head, tail]
-    else:
-        scan = _scan(container, list(container.streams), limit=None)
+    if frames:  # stored count: check the index and the last packets only
+        error, reached = _check_index(container, size), None
+        if error is None and end:
+            tail = _scan_tail(container, video, end - (_REORDER + 3) * frame_time)
+            error, reached = tail.error, tail.video_end
+        vfr = _index_vfr(video, frames)
+    else:  # count every packet, like ffprobe -count_packets
+        scan = _scan(container, list(container.streams))
         frames, error = scan.video_packets, scan.error
-        reached = scan.video_end if video_only else scan.any_end
-        pts_runs = [scan]
+        reached = scan.video_end if stream_duration else scan.any_end
+        vfr = _is_vfr(sorted(set(scan.pts))[: -_REORDER if scan.pts_cut else None])
         if frames == 0 and error is None:
             error = "no video packets"
-    if error is None and end is not None and (reached is None or reached < end - slack):
+    if error is None and end and (reached is None or reached < end - 2 * frame_time):
         error = f"ends early: packets stop at {reached or 0.0:.2f} s of {end:.2f} s"
 
     return MediaInfo(
         ok=error is None,
         error=error,
         container=fmt,
-        codec=video.name,
+        codec=_codec_name(video),
         profile=video.profile,
-        width=(ctx.width or None) if ctx else None,
-        height=(ctx.height or None) if ctx else None,
+        width=_ctx_int(video, "width"),
+        height=_ctx_int(video, "height"),
         pix_fmt=pix_fmt,
         bit_depth=_bit_depth(pix_fmt),
         fps=fps,
-        vfr=_is_vfr(pts_runs),
+        vfr=vfr,
         duration=duration,
         frames=frames,
-        bit_rate=bit_rate,
-        rotation=_rotation(container, video),
+        bit_rate=(ctx.bit_rate if ctx else 0) or container.bit_rate or None,
+        rotation=_rotate_tag(video),
         creation_time=video.metadata.get("creation_time") or creation,
         audio=audio,
     )
 
 
-def _check_index(container: av.container.InputContainer, size: int) -> str | None:
+def _codec_name(stream: Stream) -> str | None:
+    """The codec as ffprobe's codec_name says it (h264, not a decoder's name)."""
+    return stream.codec_context.codec.canonical_name if stream.codec_context else None
+
+
+def _ctx_int(stream: Stream, name: str) -> int | None:
+    return (getattr(stream.codec_context, name) or None) if stream.codec_context else None
+
+
+def _check_index(container: InputContainer, size: int) -> str | None:
     """The last sample of each indexed stream must lie inside the file."""
     for stream in container.streams:
-        entries = stream.index_entries
-        n = len(entries)
-        if n == 0:
-            continue
-        last = entries[n - 1]
-        if last.pos >= 0 and last.size > 0 and last.pos + last.size > size:
+        n = len(stream.index_entries)
+        last = stream.index_entries[n - 1] if n else None
+        if last is not None and last.pos >= 0 and last.size > 0 and last.pos + last.size > size:
             return f"ends early: file has {size} bytes, its index needs {last.pos + last.size}"
     return None
 
 
-def _scan_tail(
-    container: av.container.InputContainer, video: av.video.stream.VideoStream, at: float
-) -> _Scan:
-    """Demux the video packets from a keyframe before `at` seconds to the end."""
-    try:
-        container.seek(max(0, int(at / video.time_base)), stream=video, backward=True)
-    except _MEDIA_ERRORS as exc:
-        return _Scan(error=f"cannot seek: {_message(exc)}")
-    return _scan(container, [video], limit=None)
+def _scan_tail(container: InputContainer, video: VideoStream, at: float) -> _Scan:
+    """Demux the video packets from about `at` seconds to the end.
+
+    Demuxing needs no keyframe, so seek to any frame: only the last few packets are read.
+    If the seek fails (an AVI without index), scan on from wherever the demuxer is.
+    """
+    with contextlib.suppress(*_MEDIA_ERRORS):
+        target = max(0, int(at / video.time_base))
+        container.seek(target, stream=video, backward=True, any_frame=True)
+    return _scan(container, [video])
 
 
-def _scan(container: av.container.InputContainer, streams: list, *, limit: int | None) -> _Scan:
-    """Demux `streams` (others discarded) until EOF or `limit` video packets."""
+def _scan(container: InputContainer, streams: list[Stream]) -> _Scan:
+    """Demux `streams` (the others discarded) to the end."""
     wanted = {s.index for s in streams}
     for s in container.streams:
-        s.discard = av.stream.Discard.default if s.index in wanted else av.stream.Discard.all
+        s.discard = Discard.default if s.index in wanted else Discard.all
     scan = _Scan()
     at = 0.0
     try:
         for packet in container.demux(streams):
             if packet.size == 0:  # PyAV's end-of-stream flush packets
                 continue
-            tb = packet.time_base
             ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is not None and tb:
-                at = float((ts + (packet.duration or 0)) * tb)
+            if ts is not None and packet.time_base:
+                at = float((ts + (packet.duration or 0)) * packet.time_base)
                 scan.any_end = at if scan.any_end is None else max(scan.any_end, at)
             if packet.is_corrupt:
                 scan.error = f"corrupt packet at {at:.2f} s (stream {packet.stream_index})"
                 break
-            if packet.stream.type == "video":
-                scan.video_packets += 1
-                if ts is not None and tb:
-                    scan.video_end = at if scan.video_end is None else max(scan.video_end, at)
-                if packet.pts is not None:
-                    if len(scan.pts) < _SAMPLE:
-                        scan.pts.append(packet.pts)
-                    else:
-                        scan.pts_cut = True
-                if limit is not None and scan.video_packets >= limit:
-                    scan.pts_cut = True
-                    break
+            if packet.stream.type != "video":
+                continue
+            scan.video_packets += 1
+            if ts is not None and packet.time_base:
+                scan.video_end = at if scan.video_end is None else max(scan.video_end, at)
+            if packet.pts is not None and len(scan.pts) < _SAMPLE:
+                scan.pts.append(packet.pts)
+            elif packet.pts is not None:
+                scan.pts_cut = True
     except _MEDIA_ERRORS as exc:
         scan.error = f"demux error at {at:.2f} s: {_message(exc)}"
     return scan
 
 
-def _is_vfr(runs: list[_Scan]) -> bool | None:
-    deltas: list[int] = []
-    for run in runs:
-        ordered = sorted(set(run.pts))
-        if run.pts_cut:  # frames decoded later may still fill gaps among the last few
-            ordered = ordered[:-_REORDER]
-        deltas += [b - a for a, b in itertools.pairwise(ordered)]
-    if len(deltas) < 2:
+def _index_vfr(video: VideoStream, frames: int) -> bool | None:
+    """The VFR rule on the stored sample times (MP4 stts, AVI index): no I/O at all."""
+    index, n = video.index_entries, len(video.index_entries)
+    if n != frames:  # a keyframe-only index says nothing about frame timing
         return None
-    return max(deltas) - min(deltas) > 1
+    runs = (index[:_SAMPLE], index[max(0, n - _SAMPLE) :])
+    return _is_vfr(*([e.timestamp for e in run] for run in runs))
+
+
+def _is_vfr(*runs: Sequence[int]) -> bool | None:
+    """True when intervals between consecutive sorted timestamps differ by over one tick."""
+    deltas = [b - a for run in runs for a, b in itertools.pairwise(run)]
+    return max(deltas) - min(deltas) > 1 if len(deltas) >= 2 else None
 
 
 def _bit_depth(pix_fmt: str | None) -> int | None:
-    if not pix_fmt:
-        return None
     try:
-        return max(c.bits for c in av.VideoFormat(pix_fmt).components) or None
+        components = av.VideoFormat(pix_fmt).components if pix_fmt else ()
     except (ValueError, av.FFmpegError):
         return None
+    return max((c.bits for c in components), default=0) or None
 
 
-def _rotation(container: av.container.InputContainer, video: av.video.stream.VideoStream) -> int:
-    """Display-matrix rotation of `video`, read from libavformat's format dump.
-
-    PyAV 18 can write a stream's display matrix but offers no reader short of
-    decoding a frame, so we take the angle from av_dump_format's text. The dump
-    is logged, so PyAV logging is switched on (under a lock) just for the call.
-    """
-    with _LOG_LOCK:
-        before = av.logging.get_level()
-        raise_level = before is None or before < av.logging.INFO
-        if raise_level:
-            av.logging.set_level(av.logging.INFO)
-        try:
-            dump = container.dumps_format()
-        finally:
-            if raise_level:
-                av.logging.set_level(before)
-    current = None
-    for line in dump.splitlines():
-        m = _STREAM_RE.search(line)
-        if m:
-            current = int(m.group(1))
-            continue
-        m = _ROTATION_RE.search(line)
-        if m and current == video.index:
-            return round(float(m.group(1))) % 360
-    tag = video.metadata.get("rotate")
+def _rotate_tag(video: VideoStream) -> int:
+    """The legacy 'rotate' tag (older muxers), 0 if none."""
     try:
-        return round(float(tag)) % 360 if tag else 0
+        return round(float(video.metadata.get("rotate") or 0)) % 360
     except ValueError:
         return 0
+
+
+def _layout(fh: BinaryIO, size: int) -> tuple[int | None, int | None]:
+    """(file size the top-level structure declares, MP4/MOV display rotation)."""
+    head = fh.read(128)
+    if head[:4] == b"RIFF" and len(head) >= 8:  # AVI
+        return 8 + int.from_bytes(head[4:8], "little"), None
+    if head[4:8] in _MOV_BOXES:
+        end, rotation = 0, None
+        for n, (kind, body, end) in enumerate(_boxes(fh, 0, size)):
+            if n > _MAX_BOXES:
+                return None, rotation
+            if kind == b"moov" and rotation is None:
+                rotation = _moov_rotation(fh, body, min(end, size))
+        return end, rotation
+    if head[:4] != b"\x1a\x45\xdf\xa3":  # not an EBML header (Matroska) either
+        return None, None
+    ebml = _vint(head, 4)
+    if ebml is None or head[sum(ebml) : sum(ebml) + 4] != b"\x18\x53\x80\x67":  # Segment
+        return None, None
+    segment = _vint(head, sum(ebml) + 4)
+    return (None if segment is None else sum(segment)), None
+
+
+def _boxes(fh: BinaryIO, start: int, stop: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body offset, end offset) of the MP4 boxes from `start`, hopping headers."""
+    at = start
+    while at + 8 <= stop:
+        fh.seek(at)
+        header = fh.read(16)
+        length, kind, body = int.from_bytes(header[:4], "big"), header[4:8], at + 8
+        if length == 1:
+            length, body = int.from_bytes(header[8:16], "big"), at + 16
+        elif length == 0:  # "to the end of the file"
+            length = stop - at
+        if length < body - at:
+            return  # not boxes after all
+        yield kind, body, at + length
+        at += length
+
+
+def _moov_rotation(fh: BinaryIO, start: int, stop: int) -> int | None:
+    """Rotation of the first track with a picture size, from its tkhd matrix."""
+    for kind, body, end in _boxes(fh, start, stop):
+        tkhd = kind == b"trak" and next((b for k, b, _ in _boxes(fh, body, end) if k == b"tkhd"), 0)
+        if not tkhd:
+            continue
+        fh.seek(tkhd)
+        data = fh.read(96)
+        at = 52 if data[:1] == b"\x01" else 40  # matrix offset in a version 1 / 0 tkhd
+        if len(data) < at + 44 or not (
+            any(data[at + 36 : at + 40]) and any(data[at + 40 : at + 44])
+        ):
+            continue  # no width and height: not a picture track
+        a, b, _, c, d = (
+            int.from_bytes(data[i : i + 4], "big", signed=True) for i in range(at, at + 20, 4)
+        )
+        sx, sy = math.hypot(a, c), math.hypot(b, d)
+        # av_display_rotation_get(), which ffprobe prints as rotation=
+        return round(-math.degrees(math.atan2(b / sy, a / sx))) % 360 if sx and sy else None
+    return None
+
+
+def _vint(head: bytes, at: int) -> tuple[int, int] | None:
+    """EBML variable-size integer at `at` as (value, end); None if cut or "unknown size"."""
+    if at >= len(head) or head[at] == 0:
+        return None
+    length = 9 - head[at].bit_length()
+    mask = (1 << (7 * length)) - 1
+    value = int.from_bytes(head[at : at + length], "big") & mask
+    return None if at + length > len(head) or value == mask else (value, at + length)

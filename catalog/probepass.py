@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -59,18 +60,17 @@ def video_extension_sql(column: str) -> str:
     return f"lower(regexp_extract({column}, '\\.[^./]+$')) IN ({exts})"
 
 
-def list_unprobed(catalog: Catalog, entries_file: Path, todo_file: Path) -> int:
+def list_unprobed(con: duckdb.DuckDBPyConnection, entries_file: Path, todo_file: Path) -> int:
     """Write one path per video content hash lacking current media metadata."""
-    with catalog.read() as con:
-        con.execute(
-            "COPY (SELECT hash, any_value(path) AS path, any_value(raw_path) AS raw_path,"
-            " any_value(size) AS size"
-            f" FROM read_parquet('{_escape(entries_file)}') e"
-            f" WHERE e.kind = 'file' AND e.status = 'ok' AND {video_extension_sql('e.path')}"
-            " AND NOT EXISTS (SELECT 1 FROM media m WHERE m.hash = e.hash"
-            f" AND m.probe_version = {PROBE_VERSION}) GROUP BY hash)"
-            f" TO '{_escape(todo_file)}' (FORMAT parquet)"
-        )
+    con.execute(
+        "COPY (SELECT hash, any_value(path) AS path, any_value(raw_path) AS raw_path,"
+        " any_value(size) AS size"
+        f" FROM read_parquet('{_escape(entries_file)}') e"
+        f" WHERE e.kind = 'file' AND e.status = 'ok' AND {video_extension_sql('e.path')}"
+        " AND NOT EXISTS (SELECT 1 FROM media m WHERE m.hash = e.hash"
+        f" AND m.probe_version = {PROBE_VERSION}) GROUP BY hash)"
+        f" TO '{_escape(todo_file)}' (FORMAT parquet)"
+    )
     return pq.ParquetFile(todo_file).metadata.num_rows
 
 
@@ -141,13 +141,12 @@ def media_table(rows: list[tuple[str, MediaInfo]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=MEDIA_SCHEMA)
 
 
-def broken_videos(catalog: Catalog, entries_file: Path) -> list[Problem]:
+def broken_videos(con: duckdb.DuckDBPyConnection, entries_file: Path) -> list[Problem]:
     """Every file of this scan whose content probed as broken, with the reason."""
-    with catalog.read() as con:
-        rows = con.execute(
-            f"SELECT e.path, m.error FROM read_parquet('{_escape(entries_file)}') e"
-            " JOIN media m ON m.hash = e.hash WHERE NOT m.ok ORDER BY e.path"
-        ).fetchall()
+    rows = con.execute(
+        f"SELECT e.path, m.error FROM read_parquet('{_escape(entries_file)}') e"
+        " JOIN media m ON m.hash = e.hash WHERE NOT m.ok ORDER BY e.path"
+    ).fetchall()
     return [Problem(path, "broken-video", error or "broken") for path, error in rows]
 
 

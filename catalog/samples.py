@@ -74,6 +74,7 @@ class ClipSpec:
     faststart: bool = False  # mp4/mov: moov atom at the front
     rotation: int = 0  # display-matrix rotation in degrees (mp4/mov)
     vfr: bool = False  # irregular frame timestamps (1 ms time base)
+    bframes: int = 0  # B-frames between references (reordered packets), libx264/mpeg4
 
 
 def _video_frame(spec: ClipSpec, i: int) -> av.VideoFrame:
@@ -143,6 +144,8 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
         stream.thread_count = 1
         if spec.codec == "libvpx-vp9":
             stream.codec_context.bit_rate = 200_000
+        if spec.bframes:
+            stream.codec_context.max_b_frames = spec.bframes
         if spec.vfr:
             stream.codec_context.time_base = Fraction(1, 1000)
         if spec.rotation:
@@ -176,7 +179,7 @@ def truncate_file(path: Path, keep_fraction: float = 0.5) -> None:
 
 
 DEFAULT_CLIPS: tuple[ClipSpec, ...] = (
-    ClipSpec("cam1/clip_h264.mp4", "libx264", audio=True, seed=1, faststart=True),
+    ClipSpec("cam1/clip_h264.mp4", "libx264", audio=True, seed=1, faststart=True, bframes=2),
     ClipSpec("cam1/clip_hevc.mkv", "libx265", seed=2),
     ClipSpec("cam2/clip_vp9.webm", "libvpx-vp9", audio=True, seed=3),
     ClipSpec("cam2/clip_mpeg4.avi", "mpeg4", seed=4),

@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import duckdb
+
 from sneakernet.catalog import hashpass, probepass
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name
-from sneakernet.catalog.versions import check_label_free, commit_entries
+from sneakernet.catalog.versions import CommitResult, check_label_free, commit_entries
 from sneakernet.catalog.walk import Problem, WalkResult, walk_to_parquet
 
 
@@ -75,8 +77,6 @@ def scan(
     check_dataset_name(dataset)
     root = _check_root(Path(root))
     workers = workers or default_workers()
-    with catalog.read() as con:
-        check_label_free(con, dataset, label)
     started = time.monotonic()
     result = ScanResult(dataset, os.fsdecode(root), None, None)
     with _dataset_lock(catalog, dataset), tempfile.TemporaryDirectory(prefix="sn-scan-") as tmp:
@@ -85,8 +85,9 @@ def scan(
             walked = _walk(catalog, root, work / "walk.parquet", progress)
         result.files, result.symlinks, result.bytes = walked.files, walked.symlinks, walked.bytes
         result.problems.extend(walked.problems)
-        with _timed(result, "plan"):
-            hashpass.plan(catalog, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
+        with _timed(result, "plan"), catalog.write() as con:
+            check_label_free(con, dataset, label)
+            hashpass.plan(con, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
         with _timed(result, "hash"):
             hashed = hashpass.HashPass(
                 catalog,
@@ -99,15 +100,26 @@ def scan(
         result.hashed_files, result.hashed_bytes = hashed.hashed_files, hashed.hashed_bytes
         result.reused_files = hashed.reused_files
         result.problems.extend(hashed.problems)
-        with _timed(result, "probe"):
-            result.probed_files = _probe(catalog, root, work, workers, progress)
-            result.problems.extend(probepass.broken_videos(catalog, work / "entries.parquet"))
-        with _timed(result, "commit"):
+        entries, todo = work / "entries.parquet", work / "probe.parquet"
+
+        def commit(con: duckdb.DuckDBPyConnection) -> CommitResult:
             report(progress, ProgressEvent("commit", 0, None))
-            committed = commit_entries(
-                catalog, dataset, work / "entries.parquet", origin="scan",
-                root=result.root, label=label,
+            result.problems.extend(probepass.broken_videos(con, entries))
+            return commit_entries(
+                con, dataset, entries, origin="scan", root=result.root, label=label
             )
+
+        # Nothing new to probe (the usual rescan): list and commit in one transaction.
+        with _timed(result, "commit"), catalog.write() as con:
+            to_probe = probepass.list_unprobed(con, entries, todo)
+            committed = None if to_probe else commit(con)
+        if committed is None:
+            with _timed(result, "probe"):
+                result.probed_files = probepass.probe_all(
+                    catalog, root, todo, total=to_probe, workers=workers, progress=progress
+                )
+            with _timed(result, "commit"), catalog.write() as con:
+                committed = commit(con)
     result.version, result.previous = committed.version, committed.previous
     result.files = committed.files
     result.bytes = committed.bytes
@@ -139,18 +151,6 @@ def _walk(catalog: Catalog, root: Path, out: Path, progress: ProgressFn | None) 
     result = walk_to_parquet(root, out, exclude=exclude, on_batch=on_batch)
     on_batch(result)
     return result
-
-
-def _probe(
-    catalog: Catalog, root: Path, work: Path, workers: int, progress: ProgressFn | None
-) -> int:
-    todo = work / "probe.parquet"
-    total = probepass.list_unprobed(catalog, work / "entries.parquet", todo)
-    if total == 0:
-        return 0
-    return probepass.probe_all(
-        catalog, root, todo, total=total, workers=workers, progress=progress
-    )
 
 
 @contextmanager

@@ -77,7 +77,7 @@ def check_label_free(con: duckdb.DuckDBPyConnection, dataset: str, label: str | 
 
 
 def commit_entries(
-    catalog: Catalog,
+    con: duckdb.DuckDBPyConnection,
     dataset: str,
     entries_file: Path,
     *,
@@ -87,30 +87,33 @@ def commit_entries(
     version: int | None = None,
     only_if_changed: bool = True,
 ) -> CommitResult:
-    """Record the entries in `entries_file` as a new version of `dataset`."""
+    """Record the entries in `entries_file` as a new version of `dataset`.
+
+    Runs inside the caller's write transaction, so the version and its entries
+    become visible together or not at all.
+    """
     check_dataset_name(dataset)
     source = "read_parquet('" + str(entries_file).replace("'", "''") + "')"
-    with catalog.write() as con:
-        check_label_free(con, dataset, label)
-        previous = _latest(con, dataset)
-        files, size = con.execute(
-            f"SELECT count(*) FILTER (kind = 'file'), coalesce(sum(size) FILTER (kind = 'file'), 0)"
-            f" FROM {source}"
-        ).fetchone()
-        unchanged = previous is not None and not _differs(con, dataset, previous, source)
-        if only_if_changed and unchanged:
-            return CommitResult(None, previous, files, size)
-        number = version if version is not None else (previous or 0) + 1
-        now = datetime.now(UTC)
-        con.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?)", [dataset, now])
-        con.execute(
-            "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [dataset, number, label, now, origin, root, socket.gethostname(), files, size],
-        )
-        con.execute(
-            f"INSERT INTO entries SELECT ?, ?, {ENTRY_COLUMNS} FROM {source} ORDER BY path",
-            [dataset, number],
-        )
+    check_label_free(con, dataset, label)
+    previous = _latest(con, dataset)
+    files, size = con.execute(
+        f"SELECT count(*) FILTER (kind = 'file'), coalesce(sum(size) FILTER (kind = 'file'), 0)"
+        f" FROM {source}"
+    ).fetchone()
+    unchanged = previous is not None and not _differs(con, dataset, previous, source)
+    if only_if_changed and unchanged:
+        return CommitResult(None, previous, files, size)
+    number = version if version is not None else (previous or 0) + 1
+    now = datetime.now(UTC)
+    con.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?)", [dataset, now])
+    con.execute(
+        "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [dataset, number, label, now, origin, root, socket.gethostname(), files, size],
+    )
+    con.execute(
+        f"INSERT INTO entries SELECT ?, ?, {ENTRY_COLUMNS} FROM {source} ORDER BY path",
+        [dataset, number],
+    )
     return CommitResult(number, previous, files, size)
 
 
