@@ -143,6 +143,12 @@ def _check_or_migrate(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: 
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    try:  # the common case, answered without listing tables
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.CatalogException:
+        row = None
+    if row is not None and str(row[0]).isdigit():
+        return int(row[0])
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if "meta" not in tables:
         if tables:

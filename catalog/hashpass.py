@@ -179,6 +179,11 @@ class HashPass:
                 for index, outcome in future.result():
                     outcomes[index] = outcome
                     self._files_done += 1
+                    found = outcome[0]
+                    if found is not None:  # cached at once: an interruption keeps it
+                        self._cache_rows.append(
+                            (found.device, found.inode, found.size, found.mtime_ns, found.hash)
+                        )
             self._report()
         table = self._assemble(columns, outcomes)
         if (
@@ -200,9 +205,6 @@ class HashPass:
                 for name, value in (("size", found.size), ("mtime_ns", found.mtime_ns)):
                     columns[name][index] = value
                 columns["inode"][index], columns["device"][index] = found.inode, found.device
-                self._cache_rows.append(
-                    (found.device, found.inode, found.size, found.mtime_ns, found.hash)
-                )
                 self.stats.hashed_files += 1
                 self.stats.hashed_bytes += found.size
                 continue

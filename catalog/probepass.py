@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sneakernet.catalog.db import Catalog
-from sneakernet.catalog.probe import PROBE_VERSION, VIDEO_EXTENSIONS, MediaInfo, probe
+from sneakernet.catalog.probe import PROBE_VERSION, MediaInfo, probe
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import Problem
 
@@ -54,19 +54,13 @@ MEDIA_SCHEMA = pa.schema(
 )
 
 
-def video_extension_sql(column: str) -> str:
-    """A SQL predicate: the name in `column` ends with a video extension."""
-    exts = ", ".join(f"'{ext}'" for ext in sorted(VIDEO_EXTENSIONS))
-    return f"lower(regexp_extract({column}, '\\.[^./]+$')) IN ({exts})"
-
-
 def list_unprobed(con: duckdb.DuckDBPyConnection, entries_file: Path, todo_file: Path) -> int:
     """Write one path per video content hash lacking current media metadata."""
     con.execute(
         "COPY (SELECT hash, any_value(path) AS path, any_value(raw_path) AS raw_path,"
         " any_value(size) AS size"
         f" FROM read_parquet('{_escape(entries_file)}') e"
-        f" WHERE e.kind = 'file' AND e.status = 'ok' AND {video_extension_sql('e.path')}"
+        " WHERE e.kind = 'file' AND e.status = 'ok' AND e.is_video"
         " AND NOT EXISTS (SELECT 1 FROM media m WHERE m.hash = e.hash"
         f" AND m.probe_version = {PROBE_VERSION}) GROUP BY hash)"
         f" TO '{_escape(todo_file)}' (FORMAT parquet)"
@@ -145,7 +139,7 @@ def broken_videos(con: duckdb.DuckDBPyConnection, entries_file: Path) -> list[Pr
     """Every file of this scan whose content probed as broken, with the reason."""
     rows = con.execute(
         f"SELECT e.path, m.error FROM read_parquet('{_escape(entries_file)}') e"
-        " JOIN media m ON m.hash = e.hash WHERE NOT m.ok ORDER BY e.path"
+        " JOIN media m ON m.hash = e.hash WHERE e.is_video AND NOT m.ok ORDER BY e.path"
     ).fetchall()
     return [Problem(path, "broken-video", error or "broken") for path, error in rows]
 

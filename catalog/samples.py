@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+from array import array
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
 __all__ = [
     "DEFAULT_CLIPS",
@@ -78,18 +78,27 @@ class ClipSpec:
 
 
 def _video_frame(spec: ClipSpec, i: int) -> av.VideoFrame:
-    h, w = spec.height, spec.width
-    phase = spec.seed * 37 + i * 4
-    ys = np.arange(h, dtype=np.uint16)[:, None]
-    xs = np.arange(w, dtype=np.uint16)[None, :]
-    img = np.empty((h, w, 3), dtype=np.uint8)
-    img[..., 0] = (xs + phase) % 256
-    img[..., 1] = (ys * 2 + phase * 3) % 256
-    img[..., 2] = ((xs ^ ys) + spec.seed * 91) % 256
-    # A moving white box so that consecutive frames differ locally too.
-    bx = (i * 5 + spec.seed * 13) % max(1, w - 16)
-    img[h // 3 : h // 3 + 16, bx : bx + 16] = 255
-    return av.VideoFrame.from_ndarray(img, format="rgb24")
+    """A yuv420p frame: sliding luma ramps, seeded chroma and a moving white box.
+
+    Pure Python (no numpy, which is not a dependency): planar rows are slices of a
+    byte ramp, so a frame costs one slice per row.
+    """
+    frame = av.VideoFrame(spec.width, spec.height, "yuv420p")
+    ramp = bytes(range(256)) * (spec.width // 256 + 2)
+    box_x, box_y = (i * 5 + spec.seed * 13) % max(1, spec.width - 16), spec.height // 3
+    for index, plane in enumerate(frame.planes):
+        rows = []
+        for y in range(plane.height):
+            if index == 0:
+                start = (spec.seed * 37 + i * 4 + 2 * y) % 256
+            else:
+                start = (spec.seed * (91 if index == 1 else 53) + 3 * y + i * index) % 256
+            row = ramp[start : start + plane.width]
+            if index == 0 and box_y <= y < box_y + 16:
+                row = row[:box_x] + b"\xff" * len(row[box_x : box_x + 16]) + row[box_x + 16 :]
+            rows.append(row + bytes(plane.line_size - plane.width))
+        plane.update(b"".join(rows))
+    return frame
 
 
 def _vfr_pts(spec: ClipSpec) -> list[int]:
@@ -102,28 +111,22 @@ def _vfr_pts(spec: ClipSpec) -> list[int]:
     return pts
 
 
-def _encode_audio(out: av.container.OutputContainer, stream, duration: float, seed: int) -> None:
-    ctx = stream.codec_context
-    frame_size = ctx.frame_size or 1024
-    total = round(duration * _AUDIO_RATE)
-    freq = 220.0 + 110.0 * (seed % 5)
-    fmt = ctx.format.name  # e.g. "fltp" for aac/opus, "s16" for pcm
-    pts = 0
-    while pts < total:
-        n = min(frame_size, total - pts)
-        t = (np.arange(pts, pts + n, dtype=np.float64)) / _AUDIO_RATE
-        tone = 0.3 * np.sin(2 * math.pi * freq * t)
-        if fmt.startswith("s16"):
-            data = (tone * 32767).astype(np.int16)
-            arr = np.repeat(data[None, :], 2, axis=0).T.reshape(1, -1).copy()
-        else:
-            arr = np.repeat(tone.astype(np.float32)[None, :], 2, axis=0)
-        frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout="stereo")
+def _encode_audio(
+    out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, spec: ClipSpec
+) -> None:
+    """A stereo sine tone as long as the video; the encoder resamples s16 to its format."""
+    total = round(spec.frames / spec.fps * _AUDIO_RATE)
+    step = 2 * math.pi * (220.0 + 110.0 * (spec.seed % 5)) / _AUDIO_RATE
+    for start in range(0, total, 1024):
+        n = min(1024, total - start)
+        tone = [round(9000 * math.sin(step * k)) for k in range(start, start + n)]
+        pcm = array("h", [v for v in tone for _ in (0, 1)]).tobytes()  # interleaved L R
+        frame = av.AudioFrame(format="s16", layout="stereo", samples=n)
+        frame.planes[0].update(pcm + bytes(frame.planes[0].buffer_size - len(pcm)))
         frame.sample_rate = _AUDIO_RATE
-        frame.pts = pts
+        frame.pts = start
         frame.time_base = Fraction(1, _AUDIO_RATE)
         out.mux(stream.encode(frame))
-        pts += n
     out.mux(stream.encode(None))
 
 
@@ -166,7 +169,7 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
         if astream is not None:
-            _encode_audio(out, astream, spec.frames / spec.fps, spec.seed)
+            _encode_audio(out, astream, spec)
     return path
 
 

@@ -62,7 +62,7 @@ def stats(catalog: Catalog, ref: VersionRef | str, *, by: str | None = None) -> 
         version = resolve(con, ref)
         where = "e.dataset = ? AND e.version = ? AND e.kind = 'file'"
         params = [ref.dataset, version]
-        base = f"FROM entries e LEFT JOIN media m ON m.hash = e.hash WHERE {where}"
+        base = f"FROM entries e LEFT JOIN media m ON m.hash = e.hash AND e.is_video WHERE {where}"
         total = Group(None, *con.execute(f"SELECT {_MEASURES} {base}", params).fetchone())
         symlinks = con.execute(
             "SELECT count(*) FROM entries WHERE dataset = ? AND version = ? AND kind = 'symlink'",

@@ -17,11 +17,12 @@ from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import UsageError
 from sneakernet.catalog.refs import VersionRef, check_dataset_name, check_label, resolve
 
-# What makes two file lists different. mtime alone is not a change: a touched
-# file with the same bytes is the same dataset.
-_IDENTITY = "path, raw_path, kind, size, hash, link_target, status"
+# What makes two file lists different (see _differs): path, kind, size, hash,
+# link target, status. mtime alone is not a change: a touched file with the
+# same bytes is the same dataset.
 ENTRY_COLUMNS = (
-    "path, raw_path, kind, size, mtime_ns, mode, inode, device, hash, link_target, status, error"
+    "path, raw_path, kind, size, mtime_ns, mode, inode, device, hash, link_target, is_video,"
+    " status, error"
 )
 
 
@@ -123,11 +124,15 @@ def _latest(con: duckdb.DuckDBPyConnection, dataset: str) -> int | None:
 
 
 def _differs(con: duckdb.DuckDBPyConnection, dataset: str, version: int, source: str) -> bool:
-    old = f"SELECT {_IDENTITY} FROM entries WHERE dataset = ? AND version = ?"
-    new = f"SELECT {_IDENTITY} FROM {source}"
+    """True when the new file list is not exactly the old one (one join; exact, no checksum)."""
     row = con.execute(
-        f"SELECT EXISTS ({new} EXCEPT ALL {old}) OR EXISTS ({old} EXCEPT ALL {new})",
-        [dataset, version, dataset, version],
+        "SELECT EXISTS (SELECT 1 FROM (SELECT * FROM entries WHERE dataset = ? AND version = ?) o"
+        f" FULL OUTER JOIN {source} n"
+        " ON n.path = o.path AND coalesce(n.raw_path, ''::BLOB) = coalesce(o.raw_path, ''::BLOB)"
+        " WHERE o.path IS NULL OR n.path IS NULL OR n.kind <> o.kind OR n.size <> o.size"
+        " OR n.hash IS DISTINCT FROM o.hash OR n.link_target IS DISTINCT FROM o.link_target"
+        " OR n.status <> o.status)",
+        [dataset, version],
     ).fetchone()
     return bool(row and row[0])
 

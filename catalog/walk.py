@@ -15,6 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sneakernet.catalog.probe import is_video_name
+
 BATCH_ROWS = 16384
 
 WALK_SCHEMA = pa.schema(
@@ -28,6 +30,7 @@ WALK_SCHEMA = pa.schema(
         ("inode", pa.uint64()),
         ("device", pa.uint64()),
         ("link_target", pa.string()),
+        ("is_video", pa.bool_()),
     ]
 )
 
@@ -77,15 +80,16 @@ def walk_to_parquet(
     """Walk `root`, writing one row per regular file and symlink to `out`."""
     result = WalkResult()
     excluded = {os.path.abspath(p) for p in exclude}
-    rows = _Columns()
+    rows: list[tuple] = []
     with pq.ParquetWriter(out, WALK_SCHEMA, compression="zstd") as writer:
-        for item in _walk(str(root), result, excluded):
-            rows.add(*item)
+        for row in _walk(str(root), result, excluded):
+            rows.append(row)
             if len(rows) >= BATCH_ROWS:
-                writer.write_table(rows.flush())
+                writer.write_table(_to_table(rows))
+                rows.clear()
                 if on_batch:
                     on_batch(result)
-        writer.write_table(rows.flush())
+        writer.write_table(_to_table(rows))
     return result
 
 
@@ -127,11 +131,13 @@ def _visit(entry: os.DirEntry, rel: str, result: WalkResult, stack: list) -> Ite
     if stat.S_ISREG(mode):
         result.files += 1
         result.bytes += st.st_size
-        yield path, raw, "file", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev, None
+        yield (path, raw, "file", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev, None,
+               is_video_name(entry.name))
     elif stat.S_ISLNK(mode):
         result.symlinks += 1
         target, _ = display_name(os.readlink(entry.path))
-        yield path, raw, "symlink", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev, target
+        yield (path, raw, "symlink", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev,
+               target, False)
     else:
         what = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
         result.problems.append(Problem(path, "skipped", f"{what}, not recorded"))
@@ -145,23 +151,10 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
 
 
-class _Columns:
-    """Column lists for one Arrow batch; cheaper than a list of row objects."""
-
-    def __init__(self) -> None:
-        self._cols: list[list] = [[] for _ in WALK_SCHEMA]
-
-    def __len__(self) -> int:
-        return len(self._cols[0])
-
-    def add(self, *values: object) -> None:
-        for col, value in zip(self._cols, values, strict=True):
-            col.append(value)
-
-    def flush(self) -> pa.Table:
-        table = pa.table(
-            [pa.array(col, type=f.type) for col, f in zip(self._cols, WALK_SCHEMA, strict=True)],
-            schema=WALK_SCHEMA,
-        )
-        self._cols = [[] for _ in WALK_SCHEMA]
-        return table
+def _to_table(rows: list[tuple]) -> pa.Table:
+    """Rows to an Arrow table; transposing with zip runs in C, unlike per-column appends."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in WALK_SCHEMA]
+    return pa.table(
+        [pa.array(col, type=f.type) for col, f in zip(columns, WALK_SCHEMA, strict=True)],
+        schema=WALK_SCHEMA,
+    )

@@ -1,3 +1,3 @@
-from sneakernet.cli.app import main
+from sneakernet.cli.launch import main
 
 main()

@@ -8,14 +8,18 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sneakernet.catalog.db import DEFAULT_TIMEOUT, Catalog
 from sneakernet.catalog.errors import SneakernetError
 from sneakernet.cli.exits import ExitStatus
 from sneakernet.cli.render import err
+
+if TYPE_CHECKING:
+    from sneakernet.catalog.db import Catalog
+
+DEFAULT_TIMEOUT = 60.0  # the library's default too; kept here so --help needs no DuckDB
 
 app = typer.Typer(
     name="sneakernet",
@@ -38,6 +42,8 @@ class State:
 
     @classmethod
     def catalog(cls) -> Catalog:
+        from sneakernet.catalog.db import Catalog
+
         return Catalog(cls.catalog_path, timeout=cls.timeout)
 
 
@@ -72,12 +78,12 @@ def _register_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map every outcome to an ExitStatus."""
-    _register_commands()
-    command = typer.main.get_command(app)
     try:
+        _register_commands()
+        command = typer.main.get_command(app)
         status = command.main(args=argv, prog_name="sneakernet", standalone_mode=False)
-    except typer.Exit as exc:
-        status = exc.exit_code
+    except typer.Exit as exc:  # typer turns Ctrl-C into a silent Exit(130)
+        status = _interrupted() if exc.exit_code == ExitStatus.INTERRUPTED else exc.exit_code
     except typer.Abort:
         err.print("interrupted")
         status = ExitStatus.INTERRUPTED
@@ -89,20 +95,34 @@ def main(argv: list[str] | None = None) -> None:
             err.print(f"error: {exc}", markup=False)
         status = ExitStatus.USAGE
     except KeyboardInterrupt:
-        err.print("interrupted; finished work is kept, run the same command again to go on")
-        status = ExitStatus.INTERRUPTED
+        status = _interrupted()
     except SneakernetError as exc:
         status = _report_error(exc)
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (e.g. `| head`); not an error of ours
         status = ExitStatus.OK
     except Exception as exc:  # a bug: say so in one line, traceback only with --debug
+        if _is_interruption(exc):
+            sys.exit(_interrupted())
         if State.debug:
             traceback.print_exc()
         err.print(f"internal error: {exc.__class__.__name__}: {exc}", markup=False)
         err.print("rerun with --debug for the traceback, and please report it", markup=False)
         status = ExitStatus.ERROR
     sys.exit(int(status or 0))
+
+
+def _interrupted() -> int:
+    err.print("interrupted; finished work is kept, run the same command again to go on")
+    return ExitStatus.INTERRUPTED
+
+
+def _is_interruption(exc: BaseException) -> bool:
+    """DuckDB turns Ctrl-C during a query into its own exception."""
+    name = exc.__class__.__name__
+    return name == "InterruptException" or (
+        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
+    )
 
 
 def _report_error(exc: SneakernetError) -> int:

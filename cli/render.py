@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,15 +70,55 @@ _PHASE_NAMES = {"walk": "walking", "hash": "hashing", "probe": "probing video", 
 
 
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
-    """A rich progress bar on stderr fed by library ProgressEvents; None when disabled.
+def progress_bar(enabled: bool) -> Iterator[ProgressFn]:
+    """A progress callback for library verbs: a rich bar on stderr when enabled.
 
     The bar measures bytes when the verb knows the total bytes (a 50 GB file
-    moves the bar while it is read), else files.
+    moves the bar while it is read), else files. Enabled or not, the callback
+    is where a Ctrl-C takes effect (see `_graceful_interrupt`).
     """
-    if not enabled:
-        yield None
+    with _graceful_interrupt() as check:
+        if not enabled:
+            yield lambda event: check()
+            return
+        with _bar() as draw:
+
+            def update(event: ProgressEvent) -> None:
+                check()
+                draw(event)
+
+            yield update
+
+
+@contextmanager
+def _graceful_interrupt() -> Iterator[Callable[[], None]]:
+    """Ctrl-C stops work at the next progress point, not inside a write or a destructor.
+
+    A second Ctrl-C stops at once.
+    """
+    requested = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    def check() -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield check
         return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _bar() -> Iterator[ProgressFn]:
     bar = Progress(
         TextColumn("{task.description:<16}"),
         BarColumn(),

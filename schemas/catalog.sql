@@ -50,6 +50,7 @@ CREATE TABLE entries (
     device      UBIGINT,
     hash        VARCHAR,                  -- XXH3-128, 32 lowercase hex digits; NULL if not read
     link_target VARCHAR,
+    is_video    BOOLEAN NOT NULL,         -- the name has a video extension (probe.VIDEO_EXTENSIONS)
     status      VARCHAR NOT NULL,         -- 'ok', 'unreadable' or 'changing'
     error       VARCHAR
 );;
@@ -112,10 +113,9 @@ FROM main.media;;
 CREATE VIEW api.files AS
 SELECT e.dataset, e.version, e.path, e.raw_path, e.kind, e.size,
        make_timestamp_ms(e.mtime_ns // 1000000) AS mtime, e.mtime_ns, e.hash,
-       e.link_target, e.status, e.error,
-       m.hash IS NOT NULL AS is_video,
+       e.link_target, e.status, e.error, e.is_video,
        coalesce(NOT m.ok, false) AS broken,
        m.error AS media_error, m.container, m.codec, m.profile, m.width, m.height,
        m.pix_fmt, m.bit_depth, m.fps, m.vfr, m.duration, m.frames, m.bit_rate,
        m.rotation, m.creation_time, len(m.audio) AS audio_streams
-FROM main.entries e LEFT JOIN main.media m ON m.hash = e.hash;;
+FROM main.entries e LEFT JOIN main.media m ON m.hash = e.hash AND e.is_video;;
