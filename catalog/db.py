@@ -117,8 +117,13 @@ class Catalog:
         return con
 
 
-def _config() -> dict[str, str]:
-    return {"memory_limit": MEMORY_LIMIT}
+def _config() -> dict[str, str | bool]:
+    # No extension is fetched or loaded behind our back: a catalog is a plain DuckDB file.
+    return {
+        "memory_limit": MEMORY_LIMIT,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
 
 
 def _check_or_migrate(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool) -> None:

@@ -68,7 +68,7 @@ def hash_file(
             if before.st_size <= SMALL_FILE:
                 digest, read = _hash_small(fd, before.st_size)
             else:
-                digest, read = _hash_stream(fd, buffer or bytearray(BUFFER_SIZE))
+                digest, read = _hash_stream(fd, buffer or bytearray(BUFFER_SIZE), before.st_size)
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -92,27 +92,31 @@ def hash_file(
 def _hash_small(fd: int, size: int) -> tuple[str, int]:
     # Asking for one byte more than expected tells a grown file from a whole one.
     data = os.read(fd, size + 1)
-    if len(data) == size + 1 or (len(data) < size and data):
-        return _hash_rest(fd, data)
+    if len(data) == size + 1:
+        return "", len(data)  # grew while we looked: the caller sees the size mismatch
+    if len(data) < size and data:
+        return _hash_rest(fd, data, size)
     return xxhash.xxh3_128_hexdigest(data), len(data)
 
 
-def _hash_rest(fd: int, head: bytes) -> tuple[str, int]:
+def _hash_rest(fd: int, head: bytes, size: int) -> tuple[str, int]:
     hasher = xxhash.xxh3_128(head)
     total = len(head)
-    while chunk := os.read(fd, BUFFER_SIZE):
+    # Never read past size + 1: a file growing faster than we read must not hold the scan.
+    while total <= size and (chunk := os.read(fd, min(BUFFER_SIZE, size + 1 - total))):
         hasher.update(chunk)
         total += len(chunk)
     return hasher.hexdigest(), total
 
 
-def _hash_stream(fd: int, buffer: bytearray) -> tuple[str, int]:
+def _hash_stream(fd: int, buffer: bytearray, size: int) -> tuple[str, int]:
     hasher = xxhash.xxh3_128()
     view = memoryview(buffer)
     total = 0
     readv = os.readv
     update = hasher.update
-    while n := readv(fd, [buffer]):
+    # Stop one byte past the expected size: a growing file is reported, not chased.
+    while total <= size and (n := readv(fd, [buffer])):
         update(view[:n])
         total += n
     return hasher.hexdigest(), total

@@ -77,6 +77,8 @@ def scan(
     check_dataset_name(dataset)
     root = _check_root(Path(root))
     workers = workers or default_workers()
+    with catalog.write() as con:  # a bad catalog or label fails now, not after the walk
+        check_label_free(con, dataset, label)
     started = time.monotonic()
     result = ScanResult(dataset, os.fsdecode(root), None, None)
     with _dataset_lock(catalog, dataset), tempfile.TemporaryDirectory(prefix="sn-scan-") as tmp:

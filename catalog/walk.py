@@ -79,7 +79,7 @@ def walk_to_parquet(
 ) -> WalkResult:
     """Walk `root`, writing one row per regular file and symlink to `out`."""
     result = WalkResult()
-    excluded = {os.path.abspath(p) for p in exclude}
+    excluded = {os.path.realpath(p) for p in exclude}
     rows: list[tuple] = []
     with pq.ParquetWriter(out, WALK_SCHEMA, compression="zstd") as writer:
         for row in _walk(str(root), result, excluded):

@@ -14,7 +14,7 @@ import typer
 
 from sneakernet.catalog.errors import SneakernetError
 from sneakernet.cli.exits import ExitStatus
-from sneakernet.cli.render import err
+from sneakernet.cli.render import err, safe_text
 
 if TYPE_CHECKING:
     from sneakernet.catalog.db import Catalog
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         _register_commands()
         command = typer.main.get_command(app)
         status = command.main(args=argv, prog_name="sneakernet", standalone_mode=False)
+        if status == ExitStatus.INTERRUPTED:  # typer returns, not raises, on Ctrl-C here
+            status = _interrupted()
     except typer.Exit as exc:  # typer turns Ctrl-C into a silent Exit(130)
         status = _interrupted() if exc.exit_code == ExitStatus.INTERRUPTED else exc.exit_code
     except typer.Abort:
@@ -128,7 +130,7 @@ def _is_interruption(exc: BaseException) -> bool:
 def _report_error(exc: SneakernetError) -> int:
     if State.debug:
         traceback.print_exc()
-    err.print(f"error: {exc}", markup=False)
+    err.print(f"error: {safe_text(str(exc))}", markup=False)
     if exc.hint:
-        err.print(f"hint: {exc.hint}", markup=False)
+        err.print(f"hint: {safe_text(exc.hint)}", markup=False)
     return exc.exit_code

@@ -23,8 +23,9 @@ from rich.table import Table
 
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes and no markup from data: a file named "x:smile:" prints as itself.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -45,7 +46,7 @@ def human_rate(nbytes: float, seconds: float) -> str:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=True) + "\n")
 
 
 def table(*columns: str, title: str | None = None) -> Table:
