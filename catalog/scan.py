@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -81,7 +82,11 @@ def scan(
         check_label_free(con, dataset, label)
     started = time.monotonic()
     result = ScanResult(dataset, os.fsdecode(root), None, None)
-    with _dataset_lock(catalog, dataset), tempfile.TemporaryDirectory(prefix="sn-scan-") as tmp:
+    _remove_stale_work_folders()
+    with (
+        _dataset_lock(catalog, dataset),
+        tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-") as tmp,
+    ):
         work = Path(tmp)
         with _timed(result, "walk"):
             walked = _walk(catalog, root, work / "walk.parquet", progress)
@@ -153,6 +158,28 @@ def _walk(catalog: Catalog, root: Path, out: Path, progress: ProgressFn | None) 
     result = walk_to_parquet(root, out, exclude=exclude, on_batch=on_batch)
     on_batch(result)
     return result
+
+
+_WORK_PREFIX = "sneakernet-scan-"
+
+
+def _remove_stale_work_folders() -> None:
+    """Work folders of scans that were killed (their process is gone) are removed."""
+    base = Path(tempfile.gettempdir())
+    for folder in base.glob(f"{_WORK_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_WORK_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,9 +106,10 @@ def test_ctrl_c_on_the_cli_keeps_the_catalog_whole(tmp_path, catalog):
     """
     root = tmp_path / "big"
     _make_tree(root, files=6000, size=1024)
-    outcomes = []
+    outcomes, pids = [], []
     for delay in (0.2, 0.6, 1.0, 1.5):
         proc = _scan_process(catalog, root)
+        pids.append(proc.pid)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
@@ -117,6 +119,8 @@ def test_ctrl_c_on_the_cli_keeps_the_catalog_whole(tmp_path, catalog):
         assert _assert_consistent(catalog) in ([], [1])
     assert 130 in outcomes, outcomes
     final = scan(catalog, root, "big")
+    for pid in pids:  # work folders of the interrupted runs were cleaned up
+        assert not list(Path(tempfile.gettempdir()).glob(f"sneakernet-scan-{pid}-*"))
     assert _assert_consistent(catalog) == [1]
     assert final.files == 6000
 
