@@ -18,7 +18,7 @@ HASHER = 1  # id of the function below (XXH3-128); stored with every cached hash
 HASH_NAME = "xxh128"
 HASH_HEX_DIGITS = 32
 SMALL_FILE = 1 << 20
-BUFFER_SIZE = 4 << 20
+BUFFER_SIZE = 256 << 10  # fits L2; measured 3x faster than 4 MiB in a fresh process
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in must not hang the open
 

@@ -37,7 +37,7 @@ ENTRY_SCHEMA = pa.schema(
 )
 CHUNK_FILES = 128
 CHUNK_BYTES = 32 << 20
-CACHE_FLUSH_SECONDS = 2.0
+CACHE_FLUSH_SECONDS = 5.0  # a kill loses at most this much hashing
 CACHE_FLUSH_ROWS = 100_000
 _RETRIES_WHEN_CHANGING = 2
 

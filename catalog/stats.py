@@ -54,6 +54,11 @@ class Stats:
         return asdict(self)
 
 
+def _sum_groups(groups: list[Group]) -> Group:
+    """The total of a grouping: every measure is a sum or a count, so groups add up."""
+    return Group(None, *(sum(getattr(g, f) for g in groups) for f in Group.__slots__[1:]))
+
+
 def stats(catalog: Catalog, ref: VersionRef | str, *, by: str | None = None) -> Stats:
     ref = parse_ref(ref) if isinstance(ref, str) else ref
     if by is not None and by not in GROUPINGS:
@@ -63,24 +68,24 @@ def stats(catalog: Catalog, ref: VersionRef | str, *, by: str | None = None) -> 
         where = "e.dataset = ? AND e.version = ? AND e.kind = 'file'"
         params = [ref.dataset, version]
         base = f"FROM entries e LEFT JOIN media m ON m.hash = e.hash AND e.is_video WHERE {where}"
-        total = Group(None, *con.execute(f"SELECT {_MEASURES} {base}", params).fetchone())
         symlinks = con.execute(
             "SELECT count(*) FROM entries WHERE dataset = ? AND version = ? AND kind = 'symlink'",
             params,
         ).fetchone()[0]
         dup_files, dup_bytes = con.execute(
-            "SELECT coalesce(sum(n - 1), 0), coalesce(sum((n - 1) * s), 0) FROM ("
-            " SELECT count(*) AS n, any_value(size) AS s FROM entries"
-            " WHERE dataset = ? AND version = ? AND kind = 'file' AND hash IS NOT NULL"
-            " GROUP BY hash HAVING count(*) > 1)",
+            "SELECT duplicate_files, duplicate_bytes FROM versions"
+            " WHERE dataset = ? AND version = ?",
             params,
         ).fetchone()
         groups: list[Group] = []
-        if by is not None:
+        if by is None:
+            total = Group(None, *con.execute(f"SELECT {_MEASURES} {base}", params).fetchone())
+        else:
             rows = con.execute(
                 f"SELECT {GROUPINGS[by]} AS key, {_MEASURES} {base}"
                 " GROUP BY key ORDER BY bytes DESC, key",
                 params,
             ).fetchall()
             groups = [Group(*row) for row in rows]
+            total = _sum_groups(groups)
     return Stats(ref.dataset, version, total, symlinks, int(dup_files), int(dup_bytes), by, groups)

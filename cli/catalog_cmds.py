@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,11 +13,13 @@ from sneakernet.catalog import diff as diff_mod
 from sneakernet.catalog import listing, versions
 from sneakernet.catalog import query as query_mod
 from sneakernet.catalog import stats as stats_mod
-from sneakernet.catalog.scan import ScanResult, scan
 from sneakernet.cli import render
 from sneakernet.cli.app import State
 from sneakernet.cli.exits import ExitStatus
 from sneakernet.cli.render import human_bytes, out, print_json, safe_text, table
+
+if TYPE_CHECKING:
+    from sneakernet.catalog.scan import ScanResult
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 # Problems that leave a file out of the version's hashes; the others are facts.
@@ -42,6 +44,8 @@ def scan_cmd(
 
     Files unchanged since the last scan (same size, mtime, inode, device) are not read again.
     """
+    from sneakernet.catalog.scan import scan  # Arrow and PyAV load only for commands that scan
+
     with render.progress_bar(sys.stderr.isatty() and not json) as progress:
         result = scan(State.catalog(), path, dataset, label=label, rehash=rehash,
                       workers=threads, progress=progress)

@@ -11,7 +11,6 @@ import typer
 from sneakernet.cli import render
 from sneakernet.cli.catalog_cmds import JsonOpt, _print_scan
 from sneakernet.cli.render import human_bytes, out, print_json, table
-from sneakernet.transfer.demo import run_demo
 
 
 def register(app: typer.Typer) -> None:
@@ -29,6 +28,8 @@ def demo_cmd(
 
     Uses its own catalog inside the demo folder; your catalog is not touched.
     """
+    from sneakernet.transfer.demo import run_demo  # heavy: PyAV, Arrow
+
     with render.progress_bar(sys.stderr.isatty() and not json) as progress:
         result = run_demo(folder, progress=progress)
     if json:

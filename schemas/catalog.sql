@@ -18,8 +18,8 @@ CREATE TABLE datasets (
     created_at TIMESTAMPTZ NOT NULL
 );;
 
--- One row per immutable version. files/bytes are filled at commit so that
--- listing versions never scans entries.
+-- One row per immutable version. files/bytes and the duplicate
+-- figures are filled at commit so that listing and stats never group entries by hash.
 CREATE TABLE versions (
     dataset    VARCHAR NOT NULL,
     version    INTEGER NOT NULL,
@@ -30,6 +30,8 @@ CREATE TABLE versions (
     host       VARCHAR,
     files      BIGINT NOT NULL,
     bytes      BIGINT NOT NULL,
+    duplicate_files BIGINT NOT NULL,      -- files whose content appears earlier in the version
+    duplicate_bytes BIGINT NOT NULL,
     PRIMARY KEY (dataset, version)
 );;
 

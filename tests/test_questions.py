@@ -46,10 +46,12 @@ def test_stats_totals_match_the_tree(sample_tree, catalog):
 def test_stats_groups_add_up(sample_tree, catalog, by):
     scan(catalog, sample_tree, "roadcam")
     s = stats(catalog, "roadcam@1", by=by)
-    assert sum(g.files for g in s.groups) == s.total.files
-    assert sum(g.bytes for g in s.groups) == s.total.bytes
-    assert sum(g.frames for g in s.groups) == s.total.frames
-    assert len({g.key for g in s.groups}) == len(s.groups)
+    ungrouped = stats(catalog, "roadcam@1").total
+    assert s.total.files == ungrouped.files == sum(g.files for g in s.groups)
+    assert s.total.bytes == ungrouped.bytes == sum(g.bytes for g in s.groups)
+    assert s.total.frames == ungrouped.frames > 0
+    assert s.total.broken_files == ungrouped.broken_files == 1
+    assert len({g.key for g in s.groups}) == len(s.groups) > 1
 
 
 def test_stats_rejects_unknown_grouping_and_version(sample_tree, catalog):
