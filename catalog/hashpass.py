@@ -29,11 +29,18 @@ from sneakernet.catalog.hashing import (
     NotRegularFile,
     hash_file,
 )
+from sneakernet.catalog.probe import VIDEO_EXTENSIONS
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import WALK_SCHEMA, Problem
 
 ENTRY_SCHEMA = pa.schema(
-    [*WALK_SCHEMA, ("hash", pa.string()), ("status", pa.string()), ("error", pa.string())]
+    [
+        *WALK_SCHEMA,
+        ("is_video", pa.bool_()),
+        ("hash", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
 )
 CHUNK_FILES = 128
 CHUNK_BYTES = 32 << 20
@@ -50,8 +57,12 @@ def plan(
 ) -> None:
     """Join the walk with the hash cache: a cached hash means 'do not read again'."""
     cached = "NULL::VARCHAR" if rehash else "c.hash"
+    # is_video in SQL: a per-name check in the walk's Python loop costs ~4 us a file.
+    exts = ", ".join(f"'{ext}'" for ext in sorted(VIDEO_EXTENSIONS))
+    is_video = f"(w.kind = 'file' AND regexp_extract(lower(w.path), '\\.[^./]+$') IN ({exts}))"
     con.execute(
-        f"COPY (SELECT w.*, {cached} AS cached FROM read_parquet({_sql_str(walk_file)}) w"
+        f"COPY (SELECT w.*, {is_video} AS is_video, {cached} AS cached"
+        f" FROM read_parquet({_sql_str(walk_file)}) w"
         " LEFT JOIN hash_cache c ON w.kind = 'file' AND c.hasher = ?"
         " AND c.device = w.device AND c.inode = w.inode"
         " AND c.size = w.size AND c.mtime_ns = w.mtime_ns)"

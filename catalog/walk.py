@@ -15,8 +15,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sneakernet.catalog.probe import is_video_name
-
 BATCH_ROWS = 16384
 
 WALK_SCHEMA = pa.schema(
@@ -30,7 +28,6 @@ WALK_SCHEMA = pa.schema(
         ("inode", pa.uint64()),
         ("device", pa.uint64()),
         ("link_target", pa.string()),
-        ("is_video", pa.bool_()),
     ]
 )
 
@@ -131,13 +128,11 @@ def _visit(entry: os.DirEntry, rel: str, result: WalkResult, stack: list) -> Ite
     if stat.S_ISREG(mode):
         result.files += 1
         result.bytes += st.st_size
-        yield (path, raw, "file", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev, None,
-               is_video_name(entry.name))
+        yield path, raw, "file", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev, None
     elif stat.S_ISLNK(mode):
         result.symlinks += 1
         target, _ = display_name(os.readlink(entry.path))
-        yield (path, raw, "symlink", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev,
-               target, False)
+        yield path, raw, "symlink", st.st_size, st.st_mtime_ns, mode, st.st_ino, st.st_dev, target
     else:
         what = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
         result.problems.append(Problem(path, "skipped", f"{what}, not recorded"))

@@ -588,7 +588,8 @@ def test_file_growing_faster_than_it_is_read_does_not_stall_the_scan(
     catalog = Catalog(tmp_path / "cat.duckdb")
     result = scan_in_thread(catalog, root, "growing", timeout=60)
     row = entries(catalog, "growing")["growing.bin"]
-    assert len(reads) <= 30, f"{len(reads)} reads of one {size}-byte file: it chased the writer"
+    bound = 3 * (size // hashing.BUFFER_SIZE + 2)  # three attempts, each of the size seen
+    assert len(reads) <= bound, f"{len(reads)} reads of one {size}-byte file: chased the writer"
     assert (row["status"], row["hash"]) == ("changing", None)
     assert problems(result)["growing.bin"][0] == "changing"
 
