@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sneakernet.catalog.db import Catalog
@@ -127,6 +128,9 @@ class HashPass:
         try:
             with pq.ParquetWriter(entries_file, ENTRY_SCHEMA, compression="zstd") as writer:
                 for batch in pq.ParquetFile(plan_file).iter_batches(batch_size=8192):
+                    if _all_cached(batch):  # the usual rescan batch: no Python per row
+                        writer.write_table(self._cached_table(batch))
+                        continue
                     columns = batch.to_pydict()
                     pending.append((columns, self._submit(pool, columns)))
                     if len(pending) > 1:
@@ -137,6 +141,19 @@ class HashPass:
             pool.shutdown(wait=True, cancel_futures=True)
             self._flush_cache()
         return self.stats
+
+    def _cached_table(self, batch: pa.RecordBatch) -> pa.Table:
+        files = pc.sum(pc.equal(batch.column("kind"), "file")).as_py() or 0
+        self.stats.reused_files += files
+        self._files_done += files
+        self._report()
+        n = batch.num_rows
+        columns = {f.name: batch.column(f.name) for f in WALK_SCHEMA}
+        columns["is_video"] = batch.column("is_video")
+        columns["hash"] = batch.column("cached")
+        columns["status"] = pa.array(["ok"] * n, pa.string())
+        columns["error"] = pa.nulls(n, pa.string())
+        return pa.Table.from_pydict(columns, schema=ENTRY_SCHEMA)
 
     def _submit(self, pool: ThreadPoolExecutor, columns: dict) -> list[Future]:
         futures: list[Future] = []
@@ -247,6 +264,13 @@ class HashPass:
         self._flushed_at = time.monotonic()
         if rows:
             store_cached_hashes(self.catalog, rows)
+
+
+def _all_cached(batch: pa.RecordBatch) -> bool:
+    """Every regular file in the batch has a cached hash, so nothing needs reading."""
+    is_file = pc.equal(batch.column("kind"), "file")
+    uncached_files = pc.and_(is_file, pc.is_null(batch.column("cached")))
+    return not pc.any(uncached_files).as_py()
 
 
 def store_cached_hashes(catalog: Catalog, rows: list[tuple[int, int, int, int, str]]) -> None:
