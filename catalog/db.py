@@ -30,6 +30,12 @@ _LOCK_MESSAGE = re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE
 _PID = re.compile(r"PID (\d+)")
 
 
+def sql_path(path: Path | str) -> str:
+    """A file path as a quoted SQL literal, for the statements (COPY, read_parquet
+    in COPY) that take no bound parameters."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def default_catalog_path() -> Path:
     """`$SNEAKERNET_CATALOG`, else `$XDG_DATA_HOME/sneakernet/catalog.duckdb`."""
     explicit = os.environ.get("SNEAKERNET_CATALOG")
@@ -54,7 +60,6 @@ class Catalog:
     def __init__(self, path: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT):
         self.path = Path(path).expanduser() if path is not None else default_catalog_path()
         self.timeout = timeout
-        self._ready = False
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -72,10 +77,18 @@ class Catalog:
 
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection; several processes may read at once."""
-        if not self.path.exists() or not self._ready:
+        """A read-only connection; several processes may read at once.
+
+        A missing catalog is created, an older one upgraded, first: both need
+        the write lock, so they cost a second open only when they happen.
+        """
+        if not self.path.exists():
             self.ensure_schema()
-        con = self._connect(read_only=True)
+        try:
+            con = self._connect(read_only=True)
+        except _NeedsUpgrade:
+            self.ensure_schema()
+            con = self._connect(read_only=True)
         try:
             yield con
         finally:
@@ -83,11 +96,7 @@ class Catalog:
 
     def ensure_schema(self) -> None:
         """Create the catalog, or upgrade an older one, before first use."""
-        con = self._connect(read_only=False)
-        try:
-            self._ready = True
-        finally:
-            con.close()
+        self._connect(read_only=False).close()
 
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only and not self.path.exists():
@@ -139,7 +148,7 @@ def _check_or_migrate(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: 
         )
     if read_only:
         # Upgrading needs the write lock; a reader must not silently skip it.
-        raise CatalogFormatError(
+        raise _NeedsUpgrade(
             f"catalog schema version {found} needs an upgrade to {SCHEMA_VERSION}",
             path=str(path),
             hint="run any sneakernet command that writes (e.g. scan) to upgrade it",
@@ -167,6 +176,10 @@ def _schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     if row is None or not str(row[0]).isdigit():
         raise CatalogFormatError("catalog has no valid schema_version", path=str(path))
     return int(row[0])
+
+
+class _NeedsUpgrade(CatalogFormatError):
+    """An older schema met by a read-only connection; Catalog.read upgrades and retries."""
 
 
 def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.hashing import (
     BUFFER_SIZE,
     HASHER,
@@ -63,17 +63,13 @@ def plan(
     is_video = f"(w.kind = 'file' AND regexp_extract(lower(w.path), '\\.[^./]+$') IN ({exts}))"
     con.execute(
         f"COPY (SELECT w.*, {is_video} AS is_video, {cached} AS cached"
-        f" FROM read_parquet({_sql_str(walk_file)}) w"
+        f" FROM read_parquet({sql_path(walk_file)}) w"
         " LEFT JOIN hash_cache c ON w.kind = 'file' AND c.hasher = ?"
         " AND c.device = w.device AND c.inode = w.inode"
         " AND c.size = w.size AND c.mtime_ns = w.mtime_ns)"
-        f" TO {_sql_str(plan_file)} (FORMAT parquet, COMPRESSION zstd)",
+        f" TO {sql_path(plan_file)} (FORMAT parquet, COMPRESSION zstd)",
         [HASHER],
     )
-
-
-def _sql_str(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 @dataclass(slots=True)

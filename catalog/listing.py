@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import NotFoundError, SourceError
 from sneakernet.catalog.hashing import hash_file
 from sneakernet.catalog.refs import VersionRef, parse_ref, resolve
@@ -117,7 +117,7 @@ def export(catalog: Catalog, ref: VersionRef | str, out: Path | str) -> int:
         con.execute(
             "COPY (SELECT * FROM api.files"
             f" WHERE dataset = '{ref.dataset}' AND version = {int(version)} ORDER BY path)"
-            f" TO '{_escape(tmp)}' (FORMAT parquet, COMPRESSION zstd)"
+            f" TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)"
         )
         count = con.execute(
             "SELECT count(*) FROM entries WHERE dataset = ? AND version = ?",
@@ -139,7 +139,3 @@ def _fsync_rename(tmp: Path, out: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def _escape(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.probe import PROBE_VERSION, MediaInfo, probe
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import Problem
@@ -59,11 +59,11 @@ def list_unprobed(con: duckdb.DuckDBPyConnection, entries_file: Path, todo_file:
     con.execute(
         "COPY (SELECT hash, any_value(path) AS path, any_value(raw_path) AS raw_path,"
         " any_value(size) AS size"
-        f" FROM read_parquet('{_escape(entries_file)}') e"
+        f" FROM read_parquet({sql_path(entries_file)}) e"
         " WHERE e.kind = 'file' AND e.status = 'ok' AND e.is_video"
         " AND NOT EXISTS (SELECT 1 FROM media m WHERE m.hash = e.hash"
         f" AND m.probe_version = {PROBE_VERSION}) GROUP BY hash)"
-        f" TO '{_escape(todo_file)}' (FORMAT parquet)"
+        f" TO {sql_path(todo_file)} (FORMAT parquet)"
     )
     return pq.ParquetFile(todo_file).metadata.num_rows
 
@@ -138,11 +138,7 @@ def media_table(rows: list[tuple[str, MediaInfo]]) -> pa.Table:
 def broken_videos(con: duckdb.DuckDBPyConnection, entries_file: Path) -> list[Problem]:
     """Every file of this scan whose content probed as broken, with the reason."""
     rows = con.execute(
-        f"SELECT e.path, m.error FROM read_parquet('{_escape(entries_file)}') e"
+        f"SELECT e.path, m.error FROM read_parquet({sql_path(entries_file)}) e"
         " JOIN media m ON m.hash = e.hash WHERE e.is_video AND NOT m.ok ORDER BY e.path"
     ).fetchall()
     return [Problem(path, "broken-video", error or "broken") for path, error in rows]
-
-
-def _escape(path: Path) -> str:
-    return str(path).replace("'", "''")

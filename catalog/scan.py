@@ -93,7 +93,6 @@ def scan(
         result.files, result.symlinks, result.bytes = walked.files, walked.symlinks, walked.bytes
         result.problems.extend(walked.problems)
         with _timed(result, "plan"), catalog.write() as con:
-            check_label_free(con, dataset, label)
             hashpass.plan(con, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
         with _timed(result, "hash"):
             hashed = hashpass.HashPass(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import UsageError
 from sneakernet.catalog.refs import VersionRef, check_dataset_name, check_label, resolve
 
@@ -94,7 +94,7 @@ def commit_entries(
     become visible together or not at all.
     """
     check_dataset_name(dataset)
-    source = "read_parquet('" + str(entries_file).replace("'", "''") + "')"
+    source = f"read_parquet({sql_path(entries_file)})"
     check_label_free(con, dataset, label)
     previous = _latest(con, dataset)
     files, size = con.execute(
