@@ -21,8 +21,9 @@ import duckdb
 
 from sneakernet.catalog.errors import CatalogBusyError, CatalogFormatError, SneakernetError
 
-SCHEMA_VERSION = 1
-SCHEMA_FILES = ("catalog.sql",)  # file i upgrades a catalog from version i to i + 1
+SCHEMA_VERSION = 2
+# File i upgrades a catalog from version i to i + 1.
+SCHEMA_FILES = ("catalog.sql", "catalog_v2.sql")
 DEFAULT_TIMEOUT = 60.0
 MEMORY_LIMIT = "384MB"
 

@@ -108,7 +108,8 @@ def commit_entries(
     now = datetime.now(UTC)
     con.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?)", [dataset, now])
     con.execute(
-        "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO versions (dataset, version, label, created_at, origin, root, host, files,"
+        " bytes, duplicate_files, duplicate_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [dataset, number, label, now, origin, root, socket.gethostname(), files, size,
          *_duplicates(con, source)],
     )
