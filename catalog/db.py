@@ -159,7 +159,8 @@ def _check_or_migrate(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: 
 
 def _schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     try:  # the common case, answered without listing tables
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        row = rows[0] if rows else None  # fetchall: DuckDB 2 refuses work beside an open result
     except duckdb.CatalogException:
         row = None
     if row is not None and str(row[0]).isdigit():
@@ -173,7 +174,8 @@ def _schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
                 hint="point --catalog at a new or existing sneakernet catalog file",
             )
         return 0
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    row = rows[0] if rows else None
     if row is None or not str(row[0]).isdigit():
         raise CatalogFormatError("catalog has no valid schema_version", path=str(path))
     return int(row[0])

@@ -25,8 +25,9 @@ app = typer.Typer(
     name="sneakernet",
     help=(
         "Move multi-terabyte video datasets between sites on hard drives, every byte checked.\n\n"
-        "Catalog a dataset (scan), ask about it (stats, diff, ls, find, query), "
-        "and see it all work on sample clips with `sneakernet demo`."
+        "Catalog a dataset (scan), ask about it (stats, diff, ls, find, query), ship it "
+        "(pack, verify, ingest), find its copies (whereis, shipments), and see it all work "
+        "on sample clips with `sneakernet demo`."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -70,9 +71,10 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from sneakernet.cli import catalog_cmds, demo_cmd
+    from sneakernet.cli import catalog_cmds, demo_cmd, transfer_cmds
 
     catalog_cmds.register(app)
+    transfer_cmds.register(app)
     demo_cmd.register(app)
 
 

@@ -67,7 +67,8 @@ def safe_text(text: str | None) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-_PHASE_NAMES = {"walk": "walking", "hash": "hashing", "probe": "probing video", "commit": "saving"}
+_PHASE_NAMES = {"walk": "walking", "hash": "hashing", "probe": "probing video", "commit": "saving",
+                "pack": "packing", "verify": "verifying", "ingest": "ingesting"}
 
 
 @contextmanager

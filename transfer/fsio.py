@@ -1,0 +1,137 @@
+"""File-system primitives the moving verbs share: durable writes, safe paths.
+
+Everything written to a drive or a store goes through a temporary name, is
+fsynced, then renamed, and the folder is fsynced so the rename survives a
+power cut. Paths read from a drive are untrusted: they are checked to be
+plain relative paths and opened without following symlinks.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+TMP_SUFFIX = ".sneakernet-tmp"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary name, fsync, rename, fsync the folder."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def drop_from_cache(fd: int) -> None:
+    """Ask the kernel to forget the file's cached pages, so the next read hits the device."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def unsafe_relative_path(text: str) -> str | None:
+    """Why `text` is not a plain relative path inside a tree, or None if it is.
+
+    Rejects what a hostile manifest could use to reach outside: absolute
+    paths, `..`, empty or `.` components, backslashes (a Windows separator),
+    NUL bytes.
+    """
+    if not text:
+        return "empty path"
+    if "\x00" in text:
+        return "NUL byte in path"
+    if text.startswith("/"):
+        return "absolute path"
+    if "\\" in text:
+        return "backslash in path"
+    parts = text.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "'..', '.' or empty component in path"
+    return None
+
+
+def _open_parent(root: Path, parts: tuple[str, ...]) -> int:
+    """A descriptor of the folder holding `parts[-1]`, reached without following symlinks.
+
+    Each folder is opened with O_NOFOLLOW relative to the previous one, so a
+    symlinked folder on a hostile drive cannot lead outside it.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+    dir_fd = os.open(root, flags)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, flags, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
+
+
+def open_inside(root: Path, relative: str) -> int:
+    """Open `root/relative` for reading without following any symlink on the way.
+
+    Raises OSError (ELOOP for a symlink, ENOTDIR, ENOENT, EINVAL for a non-file).
+    """
+    parts = PurePosixPath(relative).parts
+    dir_fd = _open_parent(root, parts)
+    try:
+        fd = os.open(parts[-1], READ_FLAGS, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(root / relative))
+    return fd
+
+
+def free_bytes(path: Path) -> int:
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the file system holding `path` (ext4, exfat, vfat, ntfs3, ...), from mounts."""
+    target = os.path.realpath(path)
+    best, best_type = "", "unknown"
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount_point = fields[1].replace("\\040", " ")
+                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best):
+                    best, best_type = mount_point, fields[2]
+    except OSError:
+        return "unknown"
+    return best_type

@@ -1,0 +1,435 @@
+"""`pack`: copy dataset versions onto drives, every byte checked, then seal the drives.
+
+A fresh pack plans (refusing before any write if it does not fit or a name
+will not survive the target file system), records the plan in the catalog
+and marks each drive. A re-run of the same command finds the marked drives,
+takes the plan from the catalog and carries on; files whose drive filled up
+move to any new drive given. When every file is on its drive, each drive is
+sealed (sealing.py).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import SneakernetError, UsageError
+from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
+from sneakernet.transfer import custody
+from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer import shipment as ship
+from sneakernet.transfer.errors import DriveError
+from sneakernet.transfer.packdrive import DriveOutcome, FileProblem, Interrupted, pack_drive
+from sneakernet.transfer.plan import DriveTarget, Plan, describe_target, make_plan
+from sneakernet.transfer.replan import reassign_full_drives
+from sneakernet.transfer.sealing import seal_drive, shipment_doc, shipment_versions
+
+
+class PlanRefused(SneakernetError):
+    """The plan found names or sizes the target file systems cannot hold."""
+
+    exit_code = 10
+
+    def __init__(self, plan: Plan):
+        first = plan.problems[0] if plan.problems else None
+        super().__init__(
+            f"{plan.error_count} name(s) cannot be written to the drives"
+            + (f", e.g. {first.path!r}: {first.message}" if first else ""),
+            hint="see `sneakernet pack --dry-run --json` for the full list; rename the files at "
+            "the source and scan again, or use drives formatted ext4/XFS; nothing was written",
+        )
+        self.plan = plan
+
+
+@dataclass(slots=True)
+class PackResult:
+    shipment: str
+    shipment_id: str
+    from_site: str | None
+    to_site: str | None
+    resumed: bool
+    drives: list[DriveOutcome] = field(default_factory=list)
+    plan: Plan | None = None
+    sealed: bool = False
+    seconds: float = 0.0
+
+    @property
+    def problems(self) -> list[FileProblem]:
+        return [p for d in self.drives for p in d.problems]
+
+    @property
+    def full_drives(self) -> list[DriveOutcome]:
+        return [d for d in self.drives if d.full]
+
+    def to_dict(self) -> dict:
+        return {
+            "shipment": self.shipment,
+            "shipment_id": self.shipment_id,
+            "from_site": self.from_site,
+            "to_site": self.to_site,
+            "resumed": self.resumed,
+            "sealed": self.sealed,
+            "seconds": round(self.seconds, 3),
+            "plan": self.plan.to_dict() if self.plan else None,
+            "drives": [d.to_dict() for d in self.drives],
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def pack(
+    catalog: Catalog,
+    refs: list[str],
+    drives: list[Path],
+    *,
+    shipment: str | None = None,
+    to_site: str | None = None,
+    from_site: str | None = None,
+    fs_type: str | None = None,
+    capacity: int | None = None,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+) -> PackResult:
+    """Pack `refs` onto `drives` (or resume the shipment those drives were marked for)."""
+    started = time.monotonic()
+    targets = _targets(drives, fs_type, capacity)
+    marked = _marked_drives(targets)
+    with tempfile.TemporaryDirectory(prefix="sneakernet-pack-") as tmp:
+        work = Path(tmp)
+        if not marked and _adopt(catalog, targets, shipment):
+            marked = _marked_drives(targets)
+        if marked:
+            result, mounts = _resume(catalog, marked, targets, shipment)
+        else:
+            result, mounts = _start(
+                catalog,
+                refs,
+                targets,
+                work,
+                shipment=shipment,
+                to_site=to_site,
+                from_site=from_site,
+                dry_run=dry_run,
+            )
+            if dry_run:
+                return result
+        if result.sealed:  # a re-run after the pack finished: nothing to do
+            result.seconds = time.monotonic() - started
+            return result
+        _copy_all(catalog, result, mounts, work, progress)
+    if not result.problems and not result.full_drives:
+        _seal_all(catalog, result, mounts)
+    else:
+        for outcome in result.full_drives:
+            _log(catalog, result, "drive-full", mounts[outcome.number], outcome)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _targets(drives: list[Path], fs_type: str | None, capacity: int | None) -> list[DriveTarget]:
+    if not drives:
+        raise UsageError("no drive given", hint="pass --to MOUNT_POINT once per drive")
+    seen: set[str] = set()
+    for path in drives:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError("the same drive is given twice", path=str(path))
+        seen.add(real)
+    return [describe_target(path, fs_type=fs_type, capacity=capacity) for path in drives]
+
+
+def _marked_drives(targets: list[DriveTarget]) -> dict[Path, fmt.DriveInfo]:
+    return {t.path: fmt.read_drive(t.path) for t in targets if fmt.is_drive(t.path)}
+
+
+def _start(
+    catalog: Catalog,
+    refs: list[str],
+    targets: list[DriveTarget],
+    work: Path,
+    *,
+    shipment: str | None,
+    to_site: str | None,
+    from_site: str | None,
+    dry_run: bool,
+) -> tuple[PackResult, dict[int, Path]]:
+    plan = make_plan(catalog, refs, targets, work)
+    name = shipment or _default_name(plan)
+    site = from_site or custody.site_name(catalog)
+    result = PackResult(name, "", site, to_site, resumed=False, plan=plan)
+    if dry_run:
+        return result, {}
+    if plan.error_count:
+        raise PlanRefused(plan)
+    drive_ids = [ship.new_id() for _ in plan.drives]
+    with catalog.write() as con:
+        record = ship.create(
+            con, plan, name=name, from_site=site, to_site=to_site, drive_ids=drive_ids
+        )
+    # The catalog knows the plan before any drive is marked: a kill in between leaves
+    # a recorded shipment with unmarked drives, which a re-run adopts (_adopt).
+    mounts = {d.number: d.target.path for d in plan.drives}
+    _mark_drives(catalog, record, mounts, plan.versions)
+    result.shipment_id = record.shipment_id
+    result.drives = [
+        DriveOutcome(d.number, d.target.label, str(d.target.path)) for d in plan.drives
+    ]
+    return result, mounts
+
+
+def _mark_drives(
+    catalog: Catalog, record: ship.ShipmentRecord, mounts: dict[int, Path], versions: list[dict]
+) -> None:
+    """Write drive.json (state packing) and a `planned` event on each drive."""
+    versions = [{k: v for k, v in ver.items() if k != "root"} for ver in versions]
+    with catalog.read() as con:
+        drives = {d.number: d for d in ship.drives_of(con, record.shipment_id)}
+        planned = dict(
+            con.execute(
+                "SELECT drive_number, count(*) FROM shipment_entries WHERE shipment_id = ?"
+                " AND carried GROUP BY ALL",
+                [record.shipment_id],
+            ).fetchall()
+        )
+    events = []
+    for number, root in mounts.items():
+        drive = drives[number]
+        doc = fmt.new_drive_doc(
+            drive_id=drive.drive_id,
+            label=drive.label or root.name,
+            number=number,
+            of=record.drives,
+            shipment=shipment_doc(record, None),
+            versions=versions,
+            files=planned.get(number, 0),
+        )
+        fmt.write_drive_doc(root, doc)
+        event = custody.new_event(
+            record.shipment_id,
+            "planned",
+            drive_id=drive.drive_id,
+            site=record.from_site,
+            details={"files": planned.get(number, 0)},
+        )
+        fmt.append_custody(root, event)
+        events.append(event)
+    with catalog.write() as con:
+        custody.insert_events(con, events)
+
+
+def _adopt(
+    catalog: Catalog, targets: list[DriveTarget], shipment: str | None
+) -> tuple[ship.ShipmentRecord, dict[int, Path]] | None:
+    """A shipment recorded for exactly these (still unmarked) drives by a killed pack."""
+    if shipment is None:
+        return None
+    with catalog.read() as con:
+        record = ship.find_shipment(con, shipment)
+        if record is None:
+            return None
+        known = ship.drives_of(con, record.shipment_id)
+        mounts_seen = dict(
+            con.execute(
+                "SELECT number, last_mount FROM drives WHERE shipment_id = ?", [record.shipment_id]
+            ).fetchall()
+        )
+        versions = con.execute(
+            "SELECT v.dataset, v.version, v.label, v.created_at::VARCHAR, v.files, v.bytes"
+            " FROM shipment_versions JOIN versions v USING (dataset, version)"
+            " WHERE shipment_id = ?",
+            [record.shipment_id],
+        ).fetchall()
+    given = {str(t.path): t.path for t in targets}
+    if any(d.seal for d in known) or set(mounts_seen.values()) != set(given):
+        return None
+    mounts = {number: given[mount] for number, mount in mounts_seen.items()}
+    keys = ("dataset", "version", "label", "created_at", "files", "bytes")
+    _mark_drives(catalog, record, mounts, [dict(zip(keys, v, strict=True)) for v in versions])
+    return record, mounts
+
+
+def _default_name(plan: Plan) -> str:
+    datasets = "+".join(dict.fromkeys(v["dataset"] for v in plan.versions))
+    return f"{datasets}-{datetime.now(UTC):%Y-%m-%d-%H%M}"
+
+
+def _resume(
+    catalog: Catalog,
+    marked: dict[Path, fmt.DriveInfo],
+    targets: list[DriveTarget],
+    shipment: str | None,
+) -> tuple[PackResult, dict[int, Path]]:
+    ids = {info.shipment_id for info in marked.values()}
+    if len(ids) > 1:
+        raise UsageError(
+            "the drives given belong to different shipments", hint="pack one shipment at a time"
+        )
+    [shipment_id] = ids
+    with catalog.read() as con:
+        record = ship.find_shipment(con, shipment_id)
+        known = ship.drives_of(con, shipment_id) if record else []
+    if record is None:
+        any_drive = next(iter(marked))
+        raise DriveError(
+            f"the drive belongs to shipment {marked[any_drive].shipment_name!r}, which this "
+            "catalog did not pack",
+            path=str(any_drive),
+            hint="use an empty drive, or the catalog that packed it (--catalog)",
+        )
+    if shipment is not None and shipment not in (record.name, record.shipment_id):
+        raise UsageError(
+            f"the drives are marked for shipment {record.name!r}, not {shipment!r}",
+            hint="drop --shipment to resume it, or use empty drives",
+        )
+    by_id = {info.drive_id: path for path, info in marked.items()}
+    missing = [d for d in known if d.drive_id not in by_id and d.seal is None]
+    if missing:
+        raise UsageError(
+            f"drive {missing[0].number} ({missing[0].label}) of shipment {record.name!r} is not "
+            "among the drives given",
+            hint="give every drive of the shipment with --to",
+        )
+    mounts = {d.number: by_id[d.drive_id] for d in known if d.drive_id in by_id}
+    fresh = [t for t in targets if t.path not in marked]
+    record, new_mounts = reassign_full_drives(catalog, record, mounts, fresh)
+    if new_mounts:
+        with catalog.read() as con:
+            versions = shipment_versions(con, shipment_id)
+        _mark_drives(catalog, record, new_mounts, versions)
+        mounts.update(new_mounts)
+    with catalog.read() as con:
+        known = ship.drives_of(con, shipment_id)
+    result = PackResult(record.name, shipment_id, record.from_site, record.to_site, resumed=True)
+    result.sealed = all(d.seal for d in known)
+    result.drives = [
+        DriveOutcome(d.number, d.label or "", str(mounts[d.number]))
+        for d in known
+        if d.number in mounts
+    ]
+    return result, mounts
+
+
+def _copy_all(
+    catalog: Catalog,
+    result: PackResult,
+    mounts: dict[int, Path],
+    work: Path,
+    progress: ProgressFn | None,
+) -> None:
+    files: dict[int, Path] = {}
+    for outcome in result.drives:
+        files[outcome.number] = work / f"drive-{outcome.number}.parquet"
+        outcome.files = ship.export_drive_files(
+            catalog, result.shipment_id, outcome.number, files[outcome.number]
+        )
+    totals = {o.number: _total_bytes(files[o.number]) for o in result.drives}
+    done = {o.number: [0, 0] for o in result.drives}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def ticker(number: int):
+        def tick(n_files: int, n_bytes: int) -> None:
+            with lock:
+                done[number][0] += n_files
+                done[number][1] += n_bytes
+
+        return tick
+
+    with ThreadPoolExecutor(max_workers=max(1, len(result.drives))) as pool:
+        futures: dict[Future, DriveOutcome] = {
+            pool.submit(pack_drive, mounts[o.number], files[o.number], o, ticker(o.number), stop): o
+            for o in result.drives
+        }
+        try:
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for outcome in result.drives:
+                    with lock:
+                        n_files, n_bytes = done[outcome.number]
+                    report(
+                        progress,
+                        ProgressEvent(
+                            "pack",
+                            n_files,
+                            outcome.files,
+                            n_bytes,
+                            totals[outcome.number],
+                            label=outcome.label,
+                        ),
+                    )
+                for future in finished:
+                    future.result()
+        except (KeyboardInterrupt, Interrupted):
+            stop.set()
+            wait(set(futures))
+            raise KeyboardInterrupt from None
+
+
+def _total_bytes(files: Path) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(files, columns=["size"])
+    return int(pc.sum(table.column("size")).as_py() or 0)
+
+
+def _seal_all(catalog: Catalog, result: PackResult, mounts: dict[int, Path]) -> None:
+    record = ship.get_shipment(catalog, result.shipment_id)
+    with catalog.read() as con:
+        known = {d.number: d for d in ship.drives_of(con, result.shipment_id)}
+    for outcome in result.drives:
+        drive = known[outcome.number]
+        seal = seal_drive(
+            catalog,
+            record,
+            mounts[outcome.number],
+            drive.drive_id,
+            outcome.number,
+            drive.label or outcome.label,
+        )
+        with catalog.write() as con:
+            con.execute(
+                "UPDATE drives SET seal = ?, last_mount = ? WHERE drive_id = ?",
+                [seal, str(mounts[outcome.number]), drive.drive_id],
+            )
+        outcome.sealed = True
+        _log(catalog, result, "packed", mounts[outcome.number], outcome)
+    result.sealed = True
+
+
+def _log(
+    catalog: Catalog,
+    result: PackResult,
+    event: str,
+    root: Path,
+    outcome: DriveOutcome,
+) -> None:
+    with catalog.read() as con:
+        drive_id = next(
+            d.drive_id
+            for d in ship.drives_of(con, result.shipment_id)
+            if d.number == outcome.number
+        )
+    details = {
+        "files": outcome.files,
+        "bytes": outcome.bytes or outcome.copied_bytes,
+        "copied_files": outcome.copied_files,
+        "copied_bytes": outcome.copied_bytes,
+        "seconds": round(outcome.seconds, 3),
+    }
+    if outcome.full:
+        details["detail"] = outcome.full_detail
+    custody.record(
+        catalog,
+        custody.new_event(
+            result.shipment_id, event, drive_id=drive_id, site=result.from_site, details=details
+        ),
+        [root],
+    )

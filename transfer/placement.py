@@ -1,0 +1,150 @@
+"""Putting one file of a drive into the store: copy, link, or confirm it is there.
+
+Every file becomes visible under its final name only after its bytes were
+proven equal to the manifest: copied from the drive with hash-on-read, linked
+to a store file that was proven so when it was placed, or re-hashed in place
+when an earlier, interrupted run already put it there.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import xxhash
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.hashpass import store_cached_hashes
+from sneakernet.transfer import copier
+from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer.fsio import open_inside
+from sneakernet.transfer.packdrive import FileProblem
+
+FLUSH_SECONDS = 5.0
+READ_ONLY = 0o444
+
+
+class Placer:
+    def __init__(self, catalog: Catalog, drive: Path, store: Path, outcome) -> None:
+        self.catalog, self.drive, self.store, self.outcome = catalog, drive, store, outcome
+        self.partial = store / fmt.PARTIAL_DIR
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self.buffer = bytearray(copier.BUFFER_SIZE)
+        self.cache_rows: list[tuple[int, int, int, int, str]] = []
+        self.flushed = time.monotonic()
+
+    def place(self, row: tuple, *, own_drive: bool) -> int:
+        """Place one entry; returns the bytes read for it."""
+        dataset, version, path, digest, _, drive_path, size, mtime_ns, store_copy = row
+        target = self.store / dataset / str(version) / path
+        if os.path.lexists(target):
+            return self._confirm(target, digest, size, mtime_ns, drive_path)
+        source = self._linkable(store_copy, size) or self._linkable(
+            str(self.store / drive_path), size
+        )
+        if source is not None:
+            try:
+                copier.link_no_replace(Path(source), target)
+            except FileExistsError:
+                return self._clash(target, drive_path)
+            self.outcome.linked_files += 1
+            return 0
+        if not own_drive:
+            self.outcome.waiting_files += 1
+            return 0
+        return self._copy(target, digest, size, mtime_ns, drive_path)
+
+    def _copy(self, target: Path, digest: str, size: int, mtime_ns: int, drive_path: str) -> int:
+        try:
+            src = open_inside(self.drive, drive_path)
+        except OSError as exc:
+            self._problem(drive_path, "unreadable", exc.strerror or str(exc))
+            return 0
+        tmp = self.partial / f"{digest}.part"
+        try:
+            copier.copy_verified(
+                src, tmp, size=size, digest=digest, buffer=self.buffer, readback=False
+            )
+            os.chmod(tmp, READ_ONLY)
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            copier.place(tmp, target)
+        except copier.SourceMismatch as exc:
+            self._problem(drive_path, "corrupt", f"the drive's copy {exc}; not ingested")
+            return 0
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            return self._clash(target, drive_path)
+        except OSError as exc:
+            self._problem(drive_path, "unreadable", exc.strerror or str(exc))
+            return 0
+        finally:
+            os.close(src)
+        self.outcome.copied_files += 1
+        self.outcome.copied_bytes += size
+        self._remember(target, digest)
+        return size
+
+    def _confirm(self, target: Path, digest: str, size: int, mtime_ns: int, drive_path: str) -> int:
+        """A file already at the target: ours from an earlier run, or a clash.
+
+        Ours is read-only with the manifest's size and mtime: a file placed only
+        after its hash was proven, so it is not read again (re-reading every
+        earlier drive's files on each new drive would cost hours). Anything else
+        of the right size is re-hashed before it is accepted.
+        """
+        info = os.lstat(target)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            return self._clash(target, drive_path)
+        ours = info.st_mode & 0o222 == 0 and info.st_mtime_ns == mtime_ns
+        if ours:
+            self.outcome.present_files += 1
+            return 0
+        if _hash_of(target) != digest:
+            return self._clash(target, drive_path)
+        self.outcome.present_files += 1
+        self._remember(target, digest)
+        return size
+
+    def _linkable(self, candidate: str | None, size: int) -> str | None:
+        if not candidate:
+            return None
+        try:
+            info = os.lstat(candidate)
+        except OSError:
+            return None
+        return candidate if stat.S_ISREG(info.st_mode) and info.st_size == size else None
+
+    def _clash(self, target: Path, drive_path: str) -> int:
+        self._problem(
+            target.relative_to(self.store).as_posix(),
+            "clash",
+            f"the store already holds a different file at {target}; it was not replaced "
+            f"by {self.drive / drive_path}",
+        )
+        return 0
+
+    def _problem(self, path: str, outcome: str, detail: str) -> None:
+        self.outcome.problems.append(FileProblem(path, outcome, detail))
+
+    def _remember(self, target: Path, digest: str) -> None:
+        info = os.lstat(target)
+        self.cache_rows.append((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, digest))
+        if time.monotonic() - self.flushed > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """New store files go into the hash cache: a later scan of the store reads nothing."""
+        if self.cache_rows:
+            store_cached_hashes(self.catalog, self.cache_rows)
+            self.cache_rows = []
+        self.flushed = time.monotonic()
+
+
+def _hash_of(path: Path) -> str:
+    hasher = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()

@@ -1,0 +1,278 @@
+"""`verify`: prove a drive carries exactly what its manifest says, with no catalog needed.
+
+The drive's tree is walked (links recorded, never followed) and compared with
+its manifest in DuckDB: what is missing, what is extra, what has the wrong
+size. The default then re-hashes every file; --fast stops at sizes and the
+seal. Several drives are checked at once, one reader per drive.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import xxhash
+
+from sneakernet.catalog.db import sql_path
+from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
+from sneakernet.catalog.walk import walk_to_parquet
+from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer.errors import DriveError
+from sneakernet.transfer.fsio import open_inside
+from sneakernet.transfer.packdrive import FileProblem as Finding
+
+OUTCOMES = ("ok", "missing", "corrupt", "extra", "unreadable")
+MAX_LISTED = 100_000
+BUFFER_SIZE = 1 << 20
+
+
+@dataclass(slots=True)
+class DriveReport:
+    root: str
+    shipment: str | None = None
+    shipment_id: str | None = None
+    drive_id: str | None = None
+    number: int | None = None
+    of: int | None = None
+    label: str | None = None
+    seal: str | None = None
+    seal_ok: bool = False
+    error: str | None = None  # the drive could not be checked at all
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    findings: list[Finding] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def whole(self) -> bool:
+        return (
+            self.error is None
+            and self.seal_ok
+            and not any(self.counts[k] for k in OUTCOMES if k != "ok")
+        )
+
+    def add(self, outcome: str, path: str, detail: str) -> None:
+        if outcome in self.counts:
+            self.counts[outcome] += 1
+        if len(self.findings) < MAX_LISTED:
+            self.findings.append(Finding(path, outcome, detail))
+
+    def to_dict(self) -> dict:
+        data = {k: getattr(self, k) for k in self.__slots__ if k != "findings"}
+        data["whole"] = self.whole
+        data["findings"] = [f.to_dict() for f in self.findings]
+        return data
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    fast: bool
+    drives: list[DriveReport]
+    seconds: float = 0.0
+
+    @property
+    def whole(self) -> bool:
+        return all(d.whole for d in self.drives)
+
+    def to_dict(self) -> dict:
+        return {
+            "fast": self.fast,
+            "whole": self.whole,
+            "seconds": round(self.seconds, 3),
+            "drives": [d.to_dict() for d in self.drives],
+        }
+
+
+def verify(
+    drives: list[Path], *, fast: bool = False, progress: ProgressFn | None = None
+) -> VerifyResult:
+    """Check each drive; per-file outcomes are data in the result, never exceptions."""
+    started = time.monotonic()
+    reports = [DriveReport(str(root)) for root in drives]
+    done = {id(r): [0, 0, 0, 0] for r in reports}  # files done, files total, bytes, bytes total
+    lock = threading.Lock()
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
+        futures = {
+            pool.submit(_verify_drive, Path(r.root), r, fast, done[id(r)], lock, stop): r
+            for r in reports
+        }
+        try:
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for r in reports:
+                    with lock:
+                        files, total, nbytes, btotal = done[id(r)]
+                    report(
+                        progress,
+                        ProgressEvent(
+                            "verify",
+                            files,
+                            total or None,
+                            nbytes,
+                            btotal or None,
+                            label=r.label or r.root,
+                        ),
+                    )
+                for future in finished:
+                    future.result()
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+    return VerifyResult(fast, reports, time.monotonic() - started)
+
+
+def _verify_drive(
+    root: Path,
+    rep: DriveReport,
+    fast: bool,
+    done: list[int],
+    lock: threading.Lock,
+    stop: threading.Event,
+) -> None:
+    started = time.monotonic()
+    try:
+        info = fmt.read_drive(root)
+        _describe(rep, info)
+        if not info.sealed:
+            raise DriveError(
+                "the drive was never sealed: its pack did not finish",
+                hint="run the same `sneakernet pack` again at the sending site",
+            )
+        rep.seal, broken = fmt.check_seal(root)
+        rep.seal_ok = not broken
+        for why in broken:
+            rep.add("seal", fmt.SEAL_FILE, why)
+        with tempfile.TemporaryDirectory(prefix="sneakernet-verify-") as tmp:
+            _compare(root, rep, fast, Path(tmp), done, lock, stop)
+    except DriveError as exc:
+        rep.error = str(exc) + (f" ({exc.hint})" if exc.hint else "")
+    finally:
+        rep.seconds = time.monotonic() - started
+
+
+def _describe(rep: DriveReport, info: fmt.DriveInfo) -> None:
+    rep.shipment, rep.shipment_id = info.shipment_name, info.shipment_id
+    rep.drive_id, rep.number, rep.of, rep.label = info.drive_id, info.number, info.of, info.label
+
+
+def _compare(
+    root: Path,
+    rep: DriveReport,
+    fast: bool,
+    work: Path,
+    done: list[int],
+    lock: threading.Lock,
+    stop: threading.Event,
+) -> None:
+    manifest = work / "manifest.parquet"
+    fmt.export_manifest(root, fmt.MANIFEST_FILE, manifest)
+    real = Path(os.path.realpath(root))
+    walked = walk_to_parquet(real, work / "walk.parquet", exclude=[real / fmt.META_DIR])
+    for problem in walked.problems:
+        rep.add(
+            "extra" if problem.kind == "skipped" else "unreadable", problem.path, problem.message
+        )
+    con = duckdb.connect(config={"memory_limit": "256MB"})
+    try:
+        con.execute(f"CREATE VIEW m AS SELECT * FROM read_parquet({sql_path(manifest)})")
+        con.execute(
+            f"CREATE VIEW w AS SELECT * FROM read_parquet({sql_path(work / 'walk.parquet')})"
+            f" WHERE path NOT IN ('{fmt.PLAIN_MANIFEST}', '{fmt.README_FILE}')"
+            f" AND NOT starts_with(path, '{fmt.META_DIR}/')"
+        )
+        rep.files, rep.bytes = con.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM m"
+        ).fetchall()[0]
+        with lock:
+            done[1], done[3] = rep.files, (0 if fast else rep.bytes)
+        _differences(con, rep)
+        candidates = (
+            "SELECT m.drive_path, m.size, m.hash FROM m JOIN w ON w.path = m.drive_path"
+            " AND w.kind = 'file' AND w.size = m.size ORDER BY m.drive_path"
+        )
+        cursor = con.cursor()
+        cursor.execute(candidates)
+        buffer = bytearray(BUFFER_SIZE)
+        while rows := cursor.fetchmany(4096):
+            for drive_path, size, digest in rows:
+                if stop.is_set():
+                    return
+                if fast:
+                    rep.counts["ok"] += 1
+                else:
+                    _hash_check(root, rep, drive_path, size, digest, buffer)
+                with lock:
+                    done[0] += 1
+                    done[2] += 0 if fast else size
+    finally:
+        con.close()
+
+
+def _differences(con: duckdb.DuckDBPyConnection, rep: DriveReport) -> None:
+    queries = (
+        (
+            "missing",
+            "SELECT m.drive_path, 'not on the drive' FROM m ANTI JOIN w"
+            " ON w.path = m.drive_path ORDER BY 1",
+        ),
+        (
+            "corrupt",
+            "SELECT m.drive_path, CASE WHEN w.kind <> 'file'"
+            " THEN 'is a ' || w.kind || ' on the drive (not followed)'"
+            " ELSE 'size ' || w.size || ' bytes, manifest says ' || m.size END"
+            " FROM m JOIN w ON w.path = m.drive_path"
+            " WHERE w.kind <> 'file' OR w.size <> m.size ORDER BY 1",
+        ),
+        (
+            "extra",
+            "SELECT w.path, 'not in the manifest'"
+            " || CASE WHEN w.kind = 'symlink' THEN ' (a symlink, not followed)' ELSE '' END"
+            " FROM w ANTI JOIN m ON w.path = m.drive_path ORDER BY 1",
+        ),
+    )
+    for outcome, sql in queries:
+        cursor = con.cursor()
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(4096):
+            for path, detail in rows:
+                rep.add(outcome, path, detail)
+
+
+def _hash_check(
+    root: Path, rep: DriveReport, drive_path: str, size: int, digest: str, buffer: bytearray
+) -> None:
+    try:
+        fd = open_inside(root, drive_path)
+    except OSError as exc:
+        rep.add("unreadable", drive_path, exc.strerror or str(exc))
+        return
+    hasher = xxhash.xxh3_128()
+    view = memoryview(buffer)
+    total = 0
+    try:
+        while n := os.readv(fd, [view]):
+            hasher.update(view[:n])
+            total += n
+    except OSError as exc:
+        rep.add("unreadable", drive_path, exc.strerror or str(exc))
+        return
+    finally:
+        os.close(fd)
+    rep.bytes_read += total
+    found = hasher.hexdigest()
+    if total != size:
+        rep.add("corrupt", drive_path, f"read {total} bytes, manifest says {size}")
+    elif found != digest:
+        rep.add("corrupt", drive_path, f"content hash {found}, manifest says {digest}")
+    else:
+        rep.counts["ok"] += 1
