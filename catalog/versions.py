@@ -149,6 +149,13 @@ def _differs(con: duckdb.DuckDBPyConnection, dataset: str, version: int, source:
     return bool(row and row[0])
 
 
+def same_entries(
+    con: duckdb.DuckDBPyConnection, dataset: str, version: int, entries_file: Path
+) -> bool:
+    """Whether `entries_file` lists exactly the files of dataset@version (ingest's check)."""
+    return not _differs(con, dataset, version, f"read_parquet({sql_path(entries_file)})")
+
+
 def list_versions(catalog: Catalog, dataset: str) -> list[VersionInfo]:
     check_dataset_name(dataset)
     with catalog.read() as con:

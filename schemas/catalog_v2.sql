@@ -69,6 +69,18 @@ CREATE TABLE events (
     details     VARCHAR                   -- JSON: figures of the step (files, bytes, seconds, outcome)
 );;
 
+-- Every store folder holding a whole copy of a version, put there by ingest
+-- (the first copy is also the version's root; a site that packed a version
+-- and ingested it again has its scanned folder as root and the store here).
+CREATE TABLE version_copies (
+    dataset     VARCHAR NOT NULL,
+    version     INTEGER NOT NULL,
+    root        VARCHAR NOT NULL,
+    shipment_id VARCHAR,
+    created_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (dataset, version, root)
+);;
+
 -- Ingested versions say where they came from.
 ALTER TABLE versions ADD COLUMN shipment_id VARCHAR;;
 ALTER TABLE versions ADD COLUMN source_site VARCHAR;;

@@ -213,11 +213,14 @@ def _stage(con: duckdb.DuckDBPyConnection, catalog: Catalog, index: Path, store:
         cur = cat.cursor()  # registered tables and relations live on one connection
         cur.register("wanted", con.cursor().sql("SELECT DISTINCT hash FROM idx").to_arrow_table())
         known = cur.sql(
-            """SELECT DISTINCT ON (e.hash) e.hash, v.root || '/' || e.path AS store_copy
-               FROM entries e JOIN versions v USING (dataset, version)
+            """WITH stores AS (
+                   SELECT dataset, version, root FROM versions WHERE origin = 'ingest'
+                   UNION SELECT dataset, version, root FROM version_copies)
+               SELECT DISTINCT ON (e.hash) e.hash, s.root || '/' || e.path AS store_copy
+               FROM entries e JOIN stores s USING (dataset, version)
                JOIN wanted w ON w.hash = e.hash
-               WHERE v.origin = 'ingest' AND e.kind = 'file' AND e.status = 'ok'
-                 AND (v.root = ? OR starts_with(v.root, ?))""",
+               WHERE e.kind = 'file' AND e.status = 'ok'
+                 AND (s.root = ? OR starts_with(s.root, ?))""",
             params=[str(store), str(store) + "/"],
         ).to_arrow_table()
     con.register("known", known)

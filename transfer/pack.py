@@ -329,6 +329,8 @@ def _copy_all(
             catalog, result.shipment_id, outcome.number, files[outcome.number]
         )
     totals = {o.number: _total_bytes(files[o.number]) for o in result.drives}
+    for outcome in result.drives:
+        outcome.bytes = totals[outcome.number]
     done = {o.number: [0, 0] for o in result.drives}
     lock = threading.Lock()
     stop = threading.Event()

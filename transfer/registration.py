@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.hashpass import ENTRY_SCHEMA
-from sneakernet.catalog.versions import commit_entries
+from sneakernet.catalog.versions import commit_entries, same_entries
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.shipment import find_shipment
@@ -96,25 +96,27 @@ def register_complete_versions(
         if missing:
             waiting.append({"version": name, "missing_files": missing})
             continue
+        root = str(store / dataset / str(number))
         with catalog.write() as con:
-            state = _known(con, dataset, number, info.shipment_id)
-            if state == "registered":
-                continue
+            state = _known(con, dataset, number, entries)
             if state == "clash":
-                waiting.append(
-                    {
-                        "version": name,
-                        "missing_files": 0,
-                        "clash": f"the catalog already has a different {name}",
-                    }
-                )
+                clash = f"the catalog already has a different {name}"
+                waiting.append({"version": name, "missing_files": 0, "clash": clash})
+                continue
+            fresh = con.execute(
+                "INSERT OR IGNORE INTO version_copies VALUES (?, ?, ?, ?, now()) RETURNING 1",
+                [dataset, number, root, info.shipment_id],
+            ).fetchall()
+            if state == "same":  # known here already: only the store copy is new, if any
+                if fresh:
+                    registered.append(name)
                 continue
             commit_entries(
                 con,
                 dataset,
                 entries,
                 origin="ingest",
-                root=str(store / dataset / str(number)),
+                root=root,
                 version=number,
                 only_if_changed=False,
             )
@@ -131,13 +133,14 @@ def register_complete_versions(
     return registered, waiting
 
 
-def _known(con: duckdb.DuckDBPyConnection, dataset: str, number: int, shipment_id: str) -> str:
+def _known(con: duckdb.DuckDBPyConnection, dataset: str, number: int, entries: Path) -> str:
+    """'new', 'same' (the catalog has this version with these very files) or 'clash'."""
     row = con.execute(
-        "SELECT shipment_id FROM versions WHERE dataset = ? AND version = ?", [dataset, number]
+        "SELECT 1 FROM versions WHERE dataset = ? AND version = ?", [dataset, number]
     ).fetchall()
     if not row:
         return "new"
-    return "registered" if row[0][0] == shipment_id else "clash"
+    return "same" if same_entries(con, dataset, number, entries) else "clash"
 
 
 def _entries_in_store(index: Path, dataset: str, number: int, store: Path, out: Path) -> int:

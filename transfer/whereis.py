@@ -31,19 +31,25 @@ class Copy:
 
 
 _FOLDERS = """
-SELECT CASE v.origin WHEN 'ingest' THEN 'store' ELSE 'folder' END, v.root,
-       count(DISTINCT w.hash), sum(w.size), min(e.path)
-FROM want w JOIN entries e ON e.hash = w.hash AND e.kind = 'file'
-JOIN versions v USING (dataset, version)
+WITH places AS (
+    SELECT dataset, version, CASE origin WHEN 'ingest' THEN 'store' ELSE 'folder' END AS kind,
+           root
+    FROM versions WHERE root IS NOT NULL
+    UNION SELECT dataset, version, 'store', root FROM version_copies)
+SELECT kind, root, count(*), sum(size), min(path) FROM (
+    SELECT DISTINCT ON (p.kind, p.root, w.hash) p.kind, p.root, w.hash, w.size, e.path
+    FROM want w JOIN entries e ON e.hash = w.hash AND e.kind = 'file'
+    JOIN places p USING (dataset, version))
 GROUP BY ALL ORDER BY 1, 2"""
 
 _DRIVES = """
 SELECT 'drive', 'shipment ' || s.name || ' drive ' || d.number || ' of ' || s.drives
-       || ' (' || coalesce(d.label, '?') || ')',
-       count(DISTINCT w.hash), sum(w.size), min(se.drive_path)
-FROM want w JOIN shipment_entries se ON se.hash = w.hash AND se.carried
-JOIN drives d ON d.shipment_id = se.shipment_id AND d.number = se.drive_number
-JOIN shipments s ON s.shipment_id = se.shipment_id
+       || ' (' || coalesce(d.label, '?') || ')', count(*), sum(size), min(drive_path)
+FROM (SELECT DISTINCT ON (se.shipment_id, se.drive_number, w.hash) se.shipment_id,
+             se.drive_number, w.hash, w.size, se.drive_path
+      FROM want w JOIN shipment_entries se ON se.hash = w.hash AND se.carried) c
+JOIN drives d ON d.shipment_id = c.shipment_id AND d.number = c.drive_number
+JOIN shipments s ON s.shipment_id = c.shipment_id
 GROUP BY ALL ORDER BY 2"""
 
 
