@@ -40,6 +40,12 @@ def demo_cmd(
             "second_scan": result.second.to_dict(),
             "stats": result.stats.to_dict(),
             "diff": result.diff.to_dict(),
+            "pack": result.shipment.pack.to_dict(),
+            "verify": result.shipment.verify.to_dict(),
+            "flipped": result.shipment.flipped,
+            "verify_after_flip": result.shipment.tampered.to_dict(),
+            "ingest": result.shipment.ingest.to_dict(),
+            "stats_at_site_b": result.shipment.stats_at_b.to_dict(),
         })
         return
     out.print(f"[bold]1. scan[/] sample clips in {result.folder / 'roadcam'}")
@@ -59,5 +65,33 @@ def demo_cmd(
     for c in d.changes:
         where = f"{c.old_path} -> {c.path}" if c.old_path else c.path
         out.print(f"  {c.change:<9} {where}", markup=False)
-    out.print(f"\nDemo folder: {result.folder} (its catalog: {result.catalog}).")
-    out.print(f"Try: sneakernet --catalog {result.catalog} ls roadcam")
+    _print_shipment(result.shipment, same=result.shipment.stats_at_b.to_dict() == s.to_dict())
+    out.print(f"\nDemo folder: {result.folder} (site A's catalog: {result.catalog}, "
+              f"site B's: {result.shipment.site_b_catalog}).")
+    out.print(f"Try: sneakernet --catalog {result.catalog} whereis roadcam")
+
+
+def _print_shipment(ship, *, same: bool) -> None:
+    p = ship.pack
+    out.print(f"\n[bold]5. pack[/] roadcam onto two drives (site A -> site B): shipment "
+              f"{p.shipment}")
+    for d in p.drives:
+        out.print(f"  drive {d.number} ({d.path}): {d.copied_files} files, "
+                  f"{human_bytes(d.copied_bytes)}, read back and sealed", markup=False)
+    v = ship.verify
+    out.print(f"[bold]6. verify[/] both drives: {'whole' if v.whole else 'NOT whole'}")
+    t = ship.tampered.drives[0]
+    caught = [f for f in t.findings if f.outcome == "corrupt"]
+    out.print(f"[bold]7. flip one bit[/] in drive1/{ship.flipped} and verify again: "
+              f"{'caught' if caught else 'MISSED'}")
+    for f in caught:
+        out.print(f"  corrupt {f.path}: {f.detail}", markup=False)
+    i = ship.ingest
+    out.print(f"[bold]8. ingest[/] at site B into {ship.store}: "
+              f"{sum(d.copied_files for d in i.drives)} copied, "
+              f"{sum(d.linked_files for d in i.drives)} hard-linked; registered "
+              f"{', '.join(i.registered)}")
+    s = ship.stats_at_b
+    out.print(f"[bold]9. stats at site B[/] {s.dataset}@{s.version}: {s.total.files} files, "
+              f"{human_bytes(s.total.bytes)}, {s.total.video_hours * 3600:.1f} s of video: "
+              f"{'the same as at site A' if same else 'DIFFERENT from site A'}")

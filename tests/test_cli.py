@@ -93,6 +93,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     assert "roadcam@2 recorded" in proc.stdout
     for word in ("moved", "added", "removed", "modified", "h264", "hevc"):
         assert word in proc.stdout
+    assert "both drives: whole" in proc.stdout and "verify again: caught" in proc.stdout
+    assert "registered roadcam@2" in proc.stdout and "the same as at site A" in proc.stdout
     again = cli("demo", "--dir", tmp_path / "demo")
     assert again.returncode == ExitStatus.SOURCE and "already holds a demo" in again.stderr
 

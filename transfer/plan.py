@@ -195,23 +195,23 @@ def _figures(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     ) = row
 
 
-def _reserve(plan: Plan) -> int:
+def reserve_per_drive(plan: Plan) -> int:
     return RESERVE_FIXED + RESERVE_PER_ENTRY * plan.entries
 
 
 def _check_fit(plan: Plan) -> None:
-    usable = sum(max(0, d.target.free - _reserve(plan)) for d in plan.drives)
+    usable = sum(max(0, d.target.free - reserve_per_drive(plan)) for d in plan.drives)
     if plan.carried_bytes > usable:
         raise NoSpaceError(
             f"the shipment needs {_human(plan.carried_bytes)} but the drives given hold "
-            f"{_human(usable)} (after {_human(_reserve(plan))} per drive for metadata): "
+            f"{_human(usable)} (after {_human(reserve_per_drive(plan))} per drive for metadata): "
             f"{_human(plan.carried_bytes - usable)} more is needed",
             hint="add another --to drive, or pack fewer versions; nothing was written",
         )
 
 
 def _assign(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
-    room = [max(0, d.target.free - _reserve(plan)) for d in plan.drives]
+    room = [max(0, d.target.free - reserve_per_drive(plan)) for d in plan.drives]
     folders: list[tuple[str, int]] = []
     files: list[tuple[str, int]] = []
     for folder, size in _rows(
