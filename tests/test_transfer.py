@@ -16,6 +16,7 @@ from sneakernet.catalog.scan import scan
 from sneakernet.catalog.stats import stats
 from sneakernet.catalog.versions import list_versions
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer.errors import NoSpaceError
 from sneakernet.transfer.ingest import ingest
 from sneakernet.transfer.pack import pack
 from sneakernet.transfer.verify import verify
@@ -214,3 +215,19 @@ def test_ls_answers_the_same_at_both_sites(site_a, drives, packed, tmp_path):
                 for r in ls(catalog, "roadcam@1")]
 
     assert rows(site_b) == rows(site_a)
+
+
+def test_the_plan_counts_whole_clusters_not_bytes(tmp_path):
+    """200 ten-byte files are 2 KB of data but 800 KiB of 4 KiB clusters on the drive."""
+    root = tmp_path / "tiny"
+    root.mkdir()
+    for i in range(200):
+        (root / f"{i:03}.txt").write_bytes(f"{i:010}".encode())
+    catalog = Catalog(tmp_path / "c.duckdb")
+    scan(catalog, root, "tiny")
+    drive = tmp_path / "d"
+    drive.mkdir()
+    with pytest.raises(NoSpaceError, match="on disk"):
+        pack(catalog, ["tiny"], [drive], capacity=400 << 10)
+    assert list(drive.iterdir()) == []
+    assert pack(catalog, ["tiny"], [drive], capacity=1 << 20).sealed

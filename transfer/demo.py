@@ -99,7 +99,7 @@ def ship_to_site_b(
         drive.mkdir()
     planned = pack(catalog, [ref], drives, dry_run=True)
     assert planned.plan is not None
-    half = planned.plan.carried_bytes * 6 // 10 + reserve_per_drive(planned.plan)
+    half = planned.plan.carried_alloc * 6 // 10 + reserve_per_drive(planned.plan)
     packed = pack(catalog, [ref], drives, shipment="demo-to-site-b", from_site="A",
                   to_site="B", capacity=half, progress=progress)
     checked = verify(drives, progress=progress)

@@ -40,6 +40,7 @@ class DriveTarget:
     label: str
     fs_type: str
     free: int
+    block: int = 4096  # allocation unit: a 1-byte file takes a whole cluster
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class Plan:
     entries: int = 0
     carried_files: int = 0
     carried_bytes: int = 0
+    carried_alloc: int = 0  # carried bytes rounded up to whole clusters: what the drives lose
     duplicate_files: int = 0
     duplicate_bytes: int = 0
     not_carried: int = 0  # files the scan could not read: recorded, no bytes to ship
@@ -109,9 +111,11 @@ def describe_target(
         )
     label = path.resolve().name or str(path)
     free = free_bytes(path)
+    info = os.statvfs(path)
     if capacity is not None:  # use at most this much of the drive (a reserve, or a demo)
         free = min(free, capacity)
-    return DriveTarget(path, label, fs_type or filesystem_type(path), free)
+    block = max(info.f_bsize, info.f_frsize, 512)
+    return DriveTarget(path, label, fs_type or filesystem_type(path), free, block)
 
 
 def select_versions(catalog: Catalog, refs: list[str], out: Path) -> list[dict]:
@@ -151,7 +155,7 @@ def make_plan(catalog: Catalog, refs: list[str], targets: list[DriveTarget], wor
             [PlannedDrive(i + 1, t) for i, t in enumerate(targets)],
             work / "index.parquet",
         )
-        _load(con, work / "selected.parquet")
+        _load(con, work / "selected.parquet", max(t.block for t in targets))
         _figures(con, plan)
         _check_fit(plan)
         _assign(con, plan)
@@ -162,10 +166,11 @@ def make_plan(catalog: Catalog, refs: list[str], targets: list[DriveTarget], wor
     return plan
 
 
-def _load(con: duckdb.DuckDBPyConnection, selected: Path) -> None:
+def _load(con: duckdb.DuckDBPyConnection, selected: Path, block: int) -> None:
     con.execute(
         f"""CREATE TABLE sel AS
         SELECT *,
+               (size + {block} - 1) // {block} * {block} AS alloc,
                dataset || '/' || version || '/' || path AS own_path,
                dataset || '/' || version || '/' || regexp_extract(path, '^(.*)/', 1) AS folder,
                kind = 'file' AND hash IS NOT NULL AND row_number() OVER (
@@ -182,7 +187,8 @@ def _figures(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
                   count(*) FILTER (kind = 'file' AND hash IS NOT NULL AND NOT carried),
                   coalesce(sum(size) FILTER (kind = 'file' AND hash IS NOT NULL
                                             AND NOT carried), 0),
-                  count(*) FILTER (kind = 'file' AND hash IS NULL)
+                  count(*) FILTER (kind = 'file' AND hash IS NULL),
+                  coalesce(sum(alloc) FILTER (carried), 0)
            FROM sel"""
     ).fetchall()[0]
     (
@@ -192,6 +198,7 @@ def _figures(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         plan.duplicate_files,
         plan.duplicate_bytes,
         plan.not_carried,
+        plan.carried_alloc,
     ) = row
 
 
@@ -201,11 +208,11 @@ def reserve_per_drive(plan: Plan) -> int:
 
 def _check_fit(plan: Plan) -> None:
     usable = sum(max(0, d.target.free - reserve_per_drive(plan)) for d in plan.drives)
-    if plan.carried_bytes > usable:
+    if plan.carried_alloc > usable:
         raise NoSpaceError(
-            f"the shipment needs {_human(plan.carried_bytes)} but the drives given hold "
+            f"the shipment needs {_human(plan.carried_alloc)} on disk but the drives given hold "
             f"{_human(usable)} (after {_human(reserve_per_drive(plan))} per drive for metadata): "
-            f"{_human(plan.carried_bytes - usable)} more is needed",
+            f"{_human(plan.carried_alloc - usable)} more is needed",
             hint="add another --to drive, or pack fewer versions; nothing was written",
         )
 
@@ -215,7 +222,7 @@ def _assign(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     folders: list[tuple[str, int]] = []
     files: list[tuple[str, int]] = []
     for folder, size in _rows(
-        con, "SELECT folder, sum(size) FROM sel WHERE carried GROUP BY folder ORDER BY folder"
+        con, "SELECT folder, sum(alloc) FROM sel WHERE carried GROUP BY folder ORDER BY folder"
     ):
         drive = _first_fit(room, size)
         if drive is not None:
@@ -223,7 +230,7 @@ def _assign(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
             continue
         for own_path, file_size in _rows(
             con,
-            "SELECT own_path, size FROM sel WHERE carried AND folder = ? ORDER BY own_path",
+            "SELECT own_path, alloc FROM sel WHERE carried AND folder = ? ORDER BY own_path",
             [folder],
         ):
             drive = _first_fit(room, file_size)
