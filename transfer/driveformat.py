@@ -62,6 +62,7 @@ class DriveInfo:
 
     root: Path
     doc: dict
+    seal: str | None = None  # set once the seal was checked
 
     @property
     def drive_id(self) -> str:

@@ -132,7 +132,7 @@ def _open_drive(root: Path) -> fmt.DriveInfo:
             path=str(root),
             hint="run the same `sneakernet pack` again at the sending site",
         )
-    _, broken = fmt.check_seal(root)
+    seal, broken = fmt.check_seal(root)
     if broken:
         raise DriveError(
             f"the drive's seal is broken: {broken[0]}",
@@ -147,7 +147,7 @@ def _open_drive(root: Path) -> fmt.DriveInfo:
             raise DriveError(
                 f"hostile drive: bad dataset name {version['dataset']!r}", path=str(root)
             ) from exc
-    return info
+    return fmt.DriveInfo(root, info.doc, seal)
 
 
 def _ingest_drive(

@@ -10,6 +10,7 @@ sealed (sealing.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -26,10 +27,11 @@ from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import shipment as ship
 from sneakernet.transfer.errors import DriveError
+from sneakernet.transfer.marking import adopt, mark_drives
 from sneakernet.transfer.packdrive import DriveOutcome, FileProblem, Interrupted, pack_drive
 from sneakernet.transfer.plan import DriveTarget, Plan, describe_target, make_plan
 from sneakernet.transfer.replan import reassign_full_drives
-from sneakernet.transfer.sealing import seal_drive, shipment_doc, shipment_versions
+from sneakernet.transfer.sealing import seal_drive, shipment_versions
 
 
 class PlanRefused(SneakernetError):
@@ -102,7 +104,7 @@ def pack(
     marked = _marked_drives(targets)
     with tempfile.TemporaryDirectory(prefix="sneakernet-pack-") as tmp:
         work = Path(tmp)
-        if not marked and _adopt(catalog, targets, shipment):
+        if not marked and adopt(catalog, targets, shipment):
             marked = _marked_drives(targets)
         if marked:
             result, mounts = _resume(catalog, marked, targets, shipment)
@@ -175,83 +177,12 @@ def _start(
     # The catalog knows the plan before any drive is marked: a kill in between leaves
     # a recorded shipment with unmarked drives, which a re-run adopts (_adopt).
     mounts = {d.number: d.target.path for d in plan.drives}
-    _mark_drives(catalog, record, mounts, plan.versions)
+    mark_drives(catalog, record, mounts, plan.versions)
     result.shipment_id = record.shipment_id
     result.drives = [
         DriveOutcome(d.number, d.target.label, str(d.target.path)) for d in plan.drives
     ]
     return result, mounts
-
-
-def _mark_drives(
-    catalog: Catalog, record: ship.ShipmentRecord, mounts: dict[int, Path], versions: list[dict]
-) -> None:
-    """Write drive.json (state packing) and a `planned` event on each drive."""
-    versions = [{k: v for k, v in ver.items() if k != "root"} for ver in versions]
-    with catalog.read() as con:
-        drives = {d.number: d for d in ship.drives_of(con, record.shipment_id)}
-        planned = dict(
-            con.execute(
-                "SELECT drive_number, count(*) FROM shipment_entries WHERE shipment_id = ?"
-                " AND carried GROUP BY ALL",
-                [record.shipment_id],
-            ).fetchall()
-        )
-    events = []
-    for number, root in mounts.items():
-        drive = drives[number]
-        doc = fmt.new_drive_doc(
-            drive_id=drive.drive_id,
-            label=drive.label or root.name,
-            number=number,
-            of=record.drives,
-            shipment=shipment_doc(record, None),
-            versions=versions,
-            files=planned.get(number, 0),
-        )
-        fmt.write_drive_doc(root, doc)
-        event = custody.new_event(
-            record.shipment_id,
-            "planned",
-            drive_id=drive.drive_id,
-            site=record.from_site,
-            details={"files": planned.get(number, 0)},
-        )
-        fmt.append_custody(root, event)
-        events.append(event)
-    with catalog.write() as con:
-        custody.insert_events(con, events)
-
-
-def _adopt(
-    catalog: Catalog, targets: list[DriveTarget], shipment: str | None
-) -> tuple[ship.ShipmentRecord, dict[int, Path]] | None:
-    """A shipment recorded for exactly these (still unmarked) drives by a killed pack."""
-    if shipment is None:
-        return None
-    with catalog.read() as con:
-        record = ship.find_shipment(con, shipment)
-        if record is None:
-            return None
-        known = ship.drives_of(con, record.shipment_id)
-        mounts_seen = dict(
-            con.execute(
-                "SELECT number, last_mount FROM drives WHERE shipment_id = ?", [record.shipment_id]
-            ).fetchall()
-        )
-        versions = con.execute(
-            "SELECT v.dataset, v.version, v.label, v.created_at::VARCHAR, v.files, v.bytes"
-            " FROM shipment_versions JOIN versions v USING (dataset, version)"
-            " WHERE shipment_id = ?",
-            [record.shipment_id],
-        ).fetchall()
-    given = {str(t.path): t.path for t in targets}
-    if any(d.seal for d in known) or set(mounts_seen.values()) != set(given):
-        return None
-    mounts = {number: given[mount] for number, mount in mounts_seen.items()}
-    keys = ("dataset", "version", "label", "created_at", "files", "bytes")
-    _mark_drives(catalog, record, mounts, [dict(zip(keys, v, strict=True)) for v in versions])
-    return record, mounts
 
 
 def _default_name(plan: Plan) -> str:
@@ -301,7 +232,7 @@ def _resume(
     if new_mounts:
         with catalog.read() as con:
             versions = shipment_versions(con, shipment_id)
-        _mark_drives(catalog, record, new_mounts, versions)
+        mark_drives(catalog, record, new_mounts, versions)
         mounts.update(new_mounts)
     with catalog.read() as con:
         known = ship.drives_of(con, shipment_id)
@@ -402,6 +333,8 @@ def _seal_all(catalog: Catalog, result: PackResult, mounts: dict[int, Path]) -> 
                 [seal, str(mounts[outcome.number]), drive.drive_id],
             )
         outcome.sealed = True
+        with contextlib.suppress(OSError):  # our temp folder, empty once every copy is placed
+            (mounts[outcome.number] / fmt.PARTIAL_DIR).rmdir()
         _log(catalog, result, "packed", mounts[outcome.number], outcome)
     result.sealed = True
 

@@ -64,7 +64,8 @@ def remember_drive(catalog: Catalog, root: Path, info: fmt.DriveInfo, index: Pat
             ],
         )
         con.execute(
-            "UPDATE drives SET last_mount = ? WHERE drive_id = ?", [str(root), info.drive_id]
+            "UPDATE drives SET last_mount = ?, seal = coalesce(?, seal) WHERE drive_id = ?",
+            [str(root), info.seal, info.drive_id],
         )
         custody.insert_events(con, fmt.read_custody(root))
 

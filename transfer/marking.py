@@ -1,0 +1,87 @@
+"""Marking drives for a shipment being packed, and adopting drives a killed pack left unmarked.
+
+A drive is marked by its drive.json (state `packing`) and a `planned` event in
+its custody log; a re-run of pack recognises its drives by that mark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.transfer import custody
+from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer import shipment as ship
+from sneakernet.transfer.plan import DriveTarget
+from sneakernet.transfer.sealing import shipment_doc
+
+
+def mark_drives(
+    catalog: Catalog, record: ship.ShipmentRecord, mounts: dict[int, Path], versions: list[dict]
+) -> None:
+    """Write drive.json (state packing) and a `planned` event on each drive."""
+    versions = [{k: v for k, v in ver.items() if k != "root"} for ver in versions]
+    with catalog.read() as con:
+        drives = {d.number: d for d in ship.drives_of(con, record.shipment_id)}
+        planned = dict(
+            con.execute(
+                "SELECT drive_number, count(*) FROM shipment_entries WHERE shipment_id = ?"
+                " AND carried GROUP BY ALL",
+                [record.shipment_id],
+            ).fetchall()
+        )
+    events = []
+    for number, root in mounts.items():
+        drive = drives[number]
+        doc = fmt.new_drive_doc(
+            drive_id=drive.drive_id,
+            label=drive.label or root.name,
+            number=number,
+            of=record.drives,
+            shipment=shipment_doc(record, None),
+            versions=versions,
+            files=planned.get(number, 0),
+        )
+        fmt.write_drive_doc(root, doc)
+        event = custody.new_event(
+            record.shipment_id,
+            "planned",
+            drive_id=drive.drive_id,
+            site=record.from_site,
+            details={"files": planned.get(number, 0)},
+        )
+        fmt.append_custody(root, event)
+        events.append(event)
+    with catalog.write() as con:
+        custody.insert_events(con, events)
+
+
+def adopt(
+    catalog: Catalog, targets: list[DriveTarget], shipment: str | None
+) -> tuple[ship.ShipmentRecord, dict[int, Path]] | None:
+    """A shipment recorded for exactly these (still unmarked) drives by a killed pack."""
+    if shipment is None:
+        return None
+    with catalog.read() as con:
+        record = ship.find_shipment(con, shipment)
+        if record is None:
+            return None
+        known = ship.drives_of(con, record.shipment_id)
+        mounts_seen = dict(
+            con.execute(
+                "SELECT number, last_mount FROM drives WHERE shipment_id = ?", [record.shipment_id]
+            ).fetchall()
+        )
+        versions = con.execute(
+            "SELECT v.dataset, v.version, v.label, v.created_at::VARCHAR, v.files, v.bytes"
+            " FROM shipment_versions JOIN versions v USING (dataset, version)"
+            " WHERE shipment_id = ?",
+            [record.shipment_id],
+        ).fetchall()
+    given = {str(t.path): t.path for t in targets}
+    if any(d.seal for d in known) or set(mounts_seen.values()) != set(given):
+        return None
+    mounts = {number: given[mount] for number, mount in mounts_seen.items()}
+    keys = ("dataset", "version", "label", "created_at", "files", "bytes")
+    mark_drives(catalog, record, mounts, [dict(zip(keys, v, strict=True)) for v in versions])
+    return record, mounts
