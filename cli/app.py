@@ -70,9 +70,10 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from sneakernet.cli import catalog_cmds, demo_cmd
+    from sneakernet.cli import catalog_cmds, demo_cmd, report_cmds
 
     catalog_cmds.register(app)
+    report_cmds.register(app)
     demo_cmd.register(app)
 
 
