@@ -15,6 +15,7 @@ from sneakernet.cli.app import State
 from sneakernet.cli.catalog_cmds import JsonOpt
 from sneakernet.cli.exits import ExitStatus
 from sneakernet.cli.render import human_bytes, out, print_json, safe_text, table
+from sneakernet.cli.report_cmds import ReportOpt, save_report
 
 _SIZE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*")
 
@@ -61,6 +62,7 @@ def pack_cmd(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Show the plan; write nothing.")] = False,
+    report: ReportOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Copy versions onto drives: plan, copy with hash-on-read, read back, seal each drive.
@@ -88,6 +90,10 @@ def pack_cmd(
         print_json(result.to_dict())
     else:
         _print_pack(result, dry_run)
+    if report is not None and not dry_run:
+        from sneakernet.transfer.transfer_reports import pack_report
+
+        save_report(pack_report(result), report, quiet=json)
     if result.full_drives:
         full = result.full_drives[0]
         render.err.print(
@@ -153,6 +159,7 @@ def verify_cmd(
     fast: Annotated[
         bool, typer.Option(help="Check presence, sizes and the seal only; do not re-hash.")
     ] = False,
+    report: ReportOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Prove drives carry exactly what their manifests say (no catalog needed).
@@ -184,6 +191,10 @@ def verify_cmd(
                 out.print(
                     f"  {f.outcome:<10} {safe_text(f.path)}: {safe_text(f.detail)}", markup=False
                 )
+    if report is not None:
+        from sneakernet.transfer.transfer_reports import verify_report
+
+        save_report(verify_report(result), report, quiet=json)
     if any(d.error for d in result.drives):
         raise typer.Exit(ExitStatus.DRIVE)
     if not result.whole:
@@ -206,6 +217,7 @@ def _record_verify(result) -> None:
 def ingest_cmd(
     drives: Annotated[list[Path], typer.Argument(help="Mount points of the drives.")],
     store: Annotated[Path, typer.Option("--store", help="The site's store folder.")],
+    report: ReportOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Copy drives into the store (hash-checked, deduplicated, read-only) and register them.
@@ -240,6 +252,10 @@ def ingest_cmd(
                 or f"{w['missing_files']:,} files on drives not ingested yet"
             )
             out.print(f"waiting: {w['version']}: {safe_text(why)}", markup=False)
+    if report is not None:
+        from sneakernet.transfer.transfer_reports import ingest_report
+
+        save_report(ingest_report(result), report, quiet=json)
     if result.problems:
         raise typer.Exit(ExitStatus.PROBLEMS)
 

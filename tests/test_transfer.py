@@ -231,3 +231,25 @@ def test_the_plan_counts_whole_clusters_not_bytes(tmp_path):
         pack(catalog, ["tiny"], [drive], capacity=400 << 10)
     assert list(drive.iterdir()) == []
     assert pack(catalog, ["tiny"], [drive], capacity=1 << 20).sealed
+
+
+def test_transfer_commands_write_reports_with_their_own_figures(
+    site_a, drives, packed, tmp_path, cli
+):
+    import json
+    import re
+
+    flipped = _data_files(drives[0])[0]
+    data = bytearray(flipped.read_bytes())
+    data[10] ^= 1
+    flipped.write_bytes(data)
+    page = tmp_path / "verify.html"
+    proc = cli("verify", *drives, "--json", "--report", page, catalog=site_a)
+    assert proc.returncode == 3, proc.stderr
+    printed = json.loads(proc.stdout)
+    embedded = re.search(r'id="sneakernet-report">(.*?)</script>', page.read_text(), re.S)
+    report = json.loads(embedded.group(1))
+    assert report["kind"] == "verify" and report["summary"]["whole"] is False
+    assert report["summary"]["corrupt"] == 1 == sum(d["counts"]["corrupt"]
+                                                    for d in printed["drives"])
+    assert [p["path"] for p in report["problems"]] == [flipped.relative_to(drives[0]).as_posix()]
