@@ -253,3 +253,22 @@ def test_transfer_commands_write_reports_with_their_own_figures(
     assert report["summary"]["corrupt"] == 1 == sum(d["counts"]["corrupt"]
                                                     for d in printed["drives"])
     assert [p["path"] for p in report["problems"]] == [flipped.relative_to(drives[0]).as_posix()]
+
+
+def test_the_custody_log_travels_on_the_drives(site_a, drives, packed, tmp_path, cli):
+    import json
+
+    name = packed.shipment
+    assert cli("mark", name, "shipped", "--note", "DHL 1234", *[a for d in drives
+               for a in ("--drive", d)], catalog=site_a).returncode == 0
+    site_b = Catalog(tmp_path / "b.duckdb")
+    assert cli("verify", *drives, catalog=site_b).returncode == 0
+    history = json.loads(cli("shipment", name, "--json", catalog=site_b, check=True).stdout)
+    seen = [(e["event"], e["drive"], e["note"]) for e in history["events"]]
+    for number in (1, 2):
+        for event in ("planned", "packed", "verified"):
+            assert (event, number, None) in seen
+    assert seen.count(("shipped", None, "DHL 1234")) + seen.count(("shipped", 1, "DHL 1234")) >= 1
+    assert all(d["seal"] for d in history["drives"])
+    listed = json.loads(cli("shipments", "--json", catalog=site_b, check=True).stdout)
+    assert [(s["name"], s["state"]) for s in listed] == [(name, "verified")]

@@ -141,11 +141,24 @@ def mark(
 
 
 def log_verify(catalog: Catalog, result) -> None:
-    """One `verified` event per checked drive, with the figures dashboards read."""
+    """One `verified` event per checked drive, with the figures dashboards read.
+
+    A drive this catalog has not seen is recorded first (its shipment, and the
+    sending site's custody log read off it), so a verify on arrival starts the
+    receiving site's history of the shipment.
+    """
+    from sneakernet.transfer.registration import remember_drive
+
     events = []
     for drive in result.drives:
         if drive.shipment_id is None:
             continue
+        if drive.error is None:
+            info = driveformat.read_drive(Path(drive.root))
+            seal = drive.seal if drive.seal_ok else None
+            remember_drive(
+                catalog, Path(drive.root), driveformat.DriveInfo(info.root, info.doc, seal)
+            )
         details = {
             "outcome": "ok" if drive.whole else "problems",
             "files": drive.files,

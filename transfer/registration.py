@@ -24,8 +24,11 @@ from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.shipment import find_shipment
 
 
-def remember_drive(catalog: Catalog, root: Path, info: fmt.DriveInfo, index: Path) -> None:
-    """Record the drive's shipment, the drive, where its content is, and its custody log."""
+def remember_drive(
+    catalog: Catalog, root: Path, info: fmt.DriveInfo, index: Path | None = None
+) -> None:
+    """Record the drive's shipment, the drive, its custody log and (given the shipment
+    index) which drive carries which content."""
     shipment = info.doc["shipment"]
     with catalog.write() as con:
         if find_shipment(con, info.shipment_id) is None:
@@ -46,6 +49,10 @@ def remember_drive(catalog: Catalog, root: Path, info: fmt.DriveInfo, index: Pat
                 "INSERT INTO shipment_versions VALUES (?, ?, ?)",
                 [[info.shipment_id, v["dataset"], v["version"]] for v in info.doc["versions"]],
             )
+        known = con.execute(
+            "SELECT count(*) FROM shipment_entries WHERE shipment_id = ?", [info.shipment_id]
+        ).fetchall()[0][0]
+        if index is not None and not known:
             con.execute(
                 f"INSERT INTO shipment_entries SELECT ?, dataset, version, path, hash, size,"
                 f" drive_number, drive_path, carried FROM read_parquet({sql_path(index)})",
