@@ -178,7 +178,9 @@ def verify_cmd(
         for d in result.drives:
             head = f"{safe_text(d.root)}: "
             if d.error:
-                out.print(head + f"cannot check: {safe_text(d.error)}", markup=False)
+                render.err.print(f"error: cannot check {head}{safe_text(d.error)}", markup=False)
+                if d.hint:
+                    render.err.print(f"hint: {safe_text(d.hint)}", markup=False)
                 continue
             state = "whole" if d.whole else "NOT whole"
             counts = ", ".join(f"{v:,} {k}" for k, v in d.counts.items() if v or k == "ok")

@@ -120,16 +120,10 @@ def test_name_that_is_not_utf8_is_refused_even_on_ext4(tmp_path):
     assert errors == ["name is not valid UTF-8"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pack.PlanRefused shows plan.problems[0] as its "
-                   "example even when that is a warning (here the '\\' of the shown form "
-                   "'bad\\xff.txt'); it should show the first problem with error=True")
 def test_plan_refusal_names_an_error_not_a_warning(tmp_path):
     assert "not valid UTF-8" in str(_refuse_raw_name(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a backslash is only a warning on ext4 (fsnames."
-                   "_check_component strict=False) but driveformat._check_paths refuses it: "
-                   "pack seals a drive that verify and ingest refuse as hostile")
 def test_every_name_pack_ships_is_a_name_verify_accepts(tmp_path):
     root = make_tree(tmp_path / "src", ["back\\slash.txt", "ok.txt"])
     catalog = scanned(tmp_path, root, "slash")

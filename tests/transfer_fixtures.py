@@ -77,11 +77,13 @@ def assert_error_line(proc: subprocess.CompletedProcess, status: int, *needles: 
 
 
 def assert_verify_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """verify's refusal of a drive: exit 8 and a 'cannot check: <why>' line, no traceback."""
-    stdout = proc.stdout.decode("utf-8", "replace")
-    assert proc.returncode == EXIT_DRIVE, (proc.returncode, stdout, proc.stderr)
+    """verify's refusal of a drive: exit 8, an 'error: cannot check <drive>: <why>' line and a
+    hint on stderr, no traceback."""
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == EXIT_DRIVE, (proc.returncode, proc.stdout, stderr)
     assert b"Traceback" not in proc.stderr + proc.stdout
-    [line] = [x for x in stdout.splitlines() if "cannot check: " in x]
+    [line] = [x for x in stderr.splitlines() if x.startswith("error: cannot check ")]
+    assert any(x.startswith("hint: ") for x in stderr.splitlines()), stderr
     for needle in needles:
         assert needle in line, (needle, line)
     return line

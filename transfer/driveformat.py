@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from sneakernet.catalog.errors import SneakernetError
+from sneakernet.catalog.refs import check_dataset_name
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.fsio import READ_FLAGS, atomic_write, unsafe_relative_path
 
@@ -322,8 +324,16 @@ class ManifestWriter:
         os.replace(self._tmp, self.path)
 
 
-def read_manifest(root: Path, name: str, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
-    """Stream one of the drive's Parquet files, checking its schema and every path in it."""
+def read_manifest(
+    root: Path,
+    name: str,
+    batch_rows: int = 65536,
+    versions: frozenset[tuple[str, int]] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream one of the drive's Parquet files, checking its schema and every row's paths.
+
+    With `versions` (those drive.json declares), every row must belong to one of them.
+    """
     path = root / name
     if path.is_symlink() or not path.is_file():
         raise DriveError(f"the drive has no {name}", path=str(root))
@@ -338,9 +348,78 @@ def read_manifest(root: Path, name: str, batch_rows: int = 65536) -> Iterator[pa
             path=str(path),
             hint="the drive was written by another tool or edited",
         )
-    for batch in parquet.iter_batches(batch_size=batch_rows):
-        _check_paths(batch, path)
-        yield batch
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            _check_paths(batch, path)
+            if versions is not None and "dataset" in batch.schema.names:
+                _check_versions(batch, path, versions)
+            yield batch
+    except (OSError, pa.ArrowException) as exc:
+        raise DriveError(f"{name} is damaged ({exc})", path=str(path)) from exc
+
+
+def _check_versions(
+    batch: pa.RecordBatch, where: Path, versions: frozenset[tuple[str, int]]
+) -> None:
+    pairs = zip(batch.column("dataset").to_pylist(), batch.column("version").to_pylist(),
+                strict=True)
+    for pair in set(pairs):
+        if pair not in versions:
+            raise DriveError(
+                f"hostile manifest: rows of {str(pair[0])[:100]!r} version {pair[1]} which "
+                "drive.json does not declare",
+                path=str(where),
+            )
+
+
+def declared_versions(info: DriveInfo) -> frozenset[tuple[str, int]]:
+    """The (dataset, version) pairs drive.json declares, each name checked."""
+    declared = set()
+    for version in info.doc["versions"]:
+        try:
+            check_dataset_name(version["dataset"])
+        except SneakernetError as exc:
+            raise DriveError(
+                f"hostile drive: bad dataset name {version['dataset'][:100]!r}",
+                path=str(info.root / DRIVE_FILE),
+            ) from exc
+        declared.add((version["dataset"], version["version"]))
+    return frozenset(declared)
+
+
+def export_drive(info: DriveInfo, work: Path) -> dict[str, Path]:
+    """Check all of the drive's Parquet files, row by row, and copy them to `work`.
+
+    verify and ingest both start here, so one accepts exactly what the other does.
+    """
+    versions = declared_versions(info)
+    out = {}
+    for name in (INDEX_FILE, MANIFEST_FILE, MEDIA_FILE):
+        out[name] = work / Path(name).name
+        with pq.ParquetWriter(out[name], arrow_schema(name)) as writer:
+            for batch in read_manifest(info.root, name, versions=versions):
+                if name == INDEX_FILE:
+                    _check_drive_numbers(batch, info)
+                writer.write_batch(batch)
+    return out
+
+
+def _check_drive_numbers(batch: pa.RecordBatch, info: DriveInfo) -> None:
+    numbers = {n for n in batch.column("drive_number").to_pylist() if n is not None}
+    if any(not 1 <= n <= info.of for n in numbers):
+        raise DriveError(
+            f"hostile manifest: a drive number outside 1..{info.of}", path=str(info.root)
+        )
+    rows = zip(batch.column("carried").to_pylist(), batch.column("drive_path").to_pylist(),
+               batch.column("dataset").to_pylist(), batch.column("version").to_pylist(),
+               batch.column("path").to_pylist(), strict=True)
+    for carried, drive_path, dataset, version, path in rows:
+        if carried and drive_path != f"{dataset}/{version}/{path}":
+            raise DriveError(
+                f"hostile manifest: carried copy {str(drive_path)[:200]!r} is not "
+                "<dataset>/<version>/<path>",
+                path=str(info.root / INDEX_FILE),
+            )
 
 
 def _check_paths(batch: pa.RecordBatch, where: Path) -> None:
@@ -394,7 +473,8 @@ def readme_text(info: dict, unlisted: int) -> str:
         "This drive was written by sneakernet (drive format 1).",
         "",
         f"Shipment: {shipment['name']} ({shipment['id']})",
-        f"From site: {shipment['from_site']}   To site: {shipment['to_site']}",
+        f"From site: {shipment['from_site'] or '(not given)'}   "
+        f"To site: {shipment['to_site'] or '(not given)'}",
         f"Drive {drive['number']} of {drive['of']}, label {drive['label']!r}, id {drive['id']}",
         f"Files on this drive: {drive['files']} ({drive['bytes']} bytes)",
         "",
@@ -446,12 +526,3 @@ def read_custody(root: Path) -> list[dict]:
             events.append(event)
     return events
 
-
-def export_manifest(root: Path, name: str, out: Path) -> int:
-    """Copy one of the drive's Parquet files to `out` after checking every row; row count."""
-    rows = 0
-    with pq.ParquetWriter(out, arrow_schema(name)) as writer:
-        for batch in read_manifest(root, name):
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    return rows

@@ -9,6 +9,13 @@ class DriveError(SneakernetError):
     """A drive cannot be used: not a sneakernet drive, malformed, tampered or hostile."""
 
     exit_code = 8
+    DEFAULT_HINT = (
+        "the drive is refused and nothing was written from it; check the mount point, or ask "
+        "the sending site to pack it again"
+    )
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None):
+        super().__init__(message, path=path, hint=hint or self.DEFAULT_HINT)
 
 
 class NoSpaceError(SneakernetError):

@@ -103,6 +103,9 @@ def open_inside(root: Path, relative: str) -> int:
     parts = PurePosixPath(relative).parts
     dir_fd = _open_parent(root, parts)
     try:
+        # Look before opening: a FIFO or device node on a hostile drive is never opened.
+        if not stat.S_ISREG(os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(root / relative))
         fd = os.open(parts[-1], READ_FLAGS, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)

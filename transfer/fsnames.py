@@ -55,7 +55,9 @@ def _check_component(path: str, part: str, strict: bool) -> list[NameProblem]:
         problems.append(NameProblem(path, f"name {part[:40]!r}... is over 255 bytes", True))
     if len(part.encode("utf-16-le", "surrogatepass")) // 2 > MAX_COMPONENT:
         problems.append(NameProblem(path, "name is over 255 UTF-16 units (exFAT/NTFS)", strict))
-    bad = sorted(set(_ILLEGAL.findall(part)))
+    if "\\" in part:  # a path separator to Windows, and refused by every drive reader
+        problems.append(NameProblem(path, "name holds a backslash, which no drive can carry", True))
+    bad = sorted(set(_ILLEGAL.findall(part)) - {"\\"})
     if bad:
         shown = " ".join(repr(c) for c in bad)
         problems.append(NameProblem(path, f"name holds {shown}, illegal on exFAT/NTFS", strict))

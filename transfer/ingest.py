@@ -23,7 +23,6 @@ from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
-from sneakernet.catalog.refs import check_dataset_name
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.errors import DriveError
@@ -140,13 +139,7 @@ def _open_drive(root: Path) -> fmt.DriveInfo:
             hint="the manifests were edited or damaged; nothing was ingested. "
             "Ask the sending site to re-pack this drive",
         )
-    for version in info.doc["versions"]:
-        try:
-            check_dataset_name(version["dataset"])
-        except Exception as exc:
-            raise DriveError(
-                f"hostile drive: bad dataset name {version['dataset']!r}", path=str(root)
-            ) from exc
+    fmt.declared_versions(info)
     return fmt.DriveInfo(root, info.doc, seal)
 
 
@@ -160,9 +153,7 @@ def _ingest_drive(
 ) -> DriveIngest:
     started = time.monotonic()
     outcome = DriveIngest(str(root), info.label, info.number, info.of, info.shipment_name)
-    index = work / "index.parquet"
-    fmt.export_manifest(root, fmt.INDEX_FILE, index)
-    fmt.export_manifest(root, fmt.MEDIA_FILE, work / "media.parquet")
+    index = fmt.export_drive(info, work)[fmt.INDEX_FILE]
     remember_drive(catalog, root, info, index)
     con = duckdb.connect(str(work / "ingest.duckdb"), config={"memory_limit": "256MB"})
     try:

@@ -40,7 +40,7 @@ class PlanRefused(SneakernetError):
     exit_code = 10
 
     def __init__(self, plan: Plan):
-        first = plan.problems[0] if plan.problems else None
+        first = next((p for p in plan.problems if p.error), None)
         super().__init__(
             f"{plan.error_count} name(s) cannot be written to the drives"
             + (f", e.g. {first.path!r}: {first.message}" if first else ""),

@@ -8,6 +8,7 @@ when an earlier, interrupted run already put it there.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -23,6 +24,7 @@ from sneakernet.transfer.fsio import open_inside
 from sneakernet.transfer.packdrive import FileProblem
 
 FLUSH_SECONDS = 5.0
+_NOT_A_FILE = (errno.ELOOP, errno.ENOTDIR, errno.EINVAL)
 READ_ONLY = 0o444
 
 
@@ -34,15 +36,21 @@ class Placer:
         self.buffer = bytearray(copier.BUFFER_SIZE)
         self.cache_rows: list[tuple[int, int, int, int, str]] = []
         self.flushed = time.monotonic()
+        # Store files whose bytes this run proved (copied, or re-hashed): safe to link to.
+        # Bounded by the drive's own carried files, which are written first.
+        self.proven: dict[str, str] = {}
 
     def place(self, row: tuple, *, own_drive: bool) -> int:
         """Place one entry; returns the bytes read for it."""
         dataset, version, path, digest, _, drive_path, size, mtime_ns, store_copy = row
         target = self.store / dataset / str(version) / path
+        if not _inside(self.store, target):
+            self._problem(drive_path, "hostile", f"{target} is outside the store; not written")
+            return 0
         if os.path.lexists(target):
             return self._confirm(target, digest, size, mtime_ns, drive_path)
-        source = self._linkable(store_copy, size) or self._linkable(
-            str(self.store / drive_path), size
+        source = self._linkable(store_copy, size) or self._proven_copy(
+            str(self.store / drive_path), digest, size
         )
         if source is not None:
             try:
@@ -60,7 +68,11 @@ class Placer:
         try:
             src = open_inside(self.drive, drive_path)
         except OSError as exc:
-            self._problem(drive_path, "unreadable", exc.strerror or str(exc))
+            if exc.errno in _NOT_A_FILE:  # as verify words it: never followed, never opened
+                self._problem(drive_path, "corrupt", "not a regular file on the drive (a symlink "
+                              "or special file, not followed)")
+            else:
+                self._problem(drive_path, "unreadable", exc.strerror or str(exc))
             return 0
         tmp = self.partial / f"{digest}.part"
         try:
@@ -100,12 +112,26 @@ class Placer:
         ours = info.st_mode & 0o222 == 0 and info.st_mtime_ns == mtime_ns
         if ours:
             self.outcome.present_files += 1
+            self.proven[str(target)] = digest
             return 0
         if _hash_of(target) != digest:
             return self._clash(target, drive_path)
         self.outcome.present_files += 1
         self._remember(target, digest)
         return size
+
+    def _proven_copy(self, candidate: str, digest: str, size: int) -> str | None:
+        """The carried copy in the store, if its bytes are proven to be `digest`.
+
+        It may be a clash (someone else's file at that path), so it is linked to
+        only when this run placed it or its hash is checked now.
+        """
+        if self.proven.get(candidate) == digest:
+            return candidate
+        if self._linkable(candidate, size) is None or _hash_of(Path(candidate)) != digest:
+            return None
+        self.proven[candidate] = digest
+        return candidate
 
     def _linkable(self, candidate: str | None, size: int) -> str | None:
         if not candidate:
@@ -129,6 +155,7 @@ class Placer:
         self.outcome.problems.append(FileProblem(path, outcome, detail))
 
     def _remember(self, target: Path, digest: str) -> None:
+        self.proven[str(target)] = digest
         info = os.lstat(target)
         self.cache_rows.append((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, digest))
         if time.monotonic() - self.flushed > FLUSH_SECONDS:
@@ -140,6 +167,11 @@ class Placer:
             store_cached_hashes(self.catalog, self.cache_rows)
             self.cache_rows = []
         self.flushed = time.monotonic()
+
+
+def _inside(store: Path, target: Path) -> bool:
+    """A second line of defence behind the manifest checks: never write outside the store."""
+    return os.path.commonpath([store, os.path.normpath(target)]) == str(store)
 
 
 def _hash_of(path: Path) -> str:

@@ -299,9 +299,10 @@ def _check_names(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         "SELECT c.own_path, c.size, c.drive, s.raw_path IS NOT NULL FROM carried c"
         " JOIN sel s USING (own_path) ORDER BY own_path",
     ):
-        found = fsnames.check_path(own_path, size, fs_of[drive])
-        if raw:
-            found.append(fsnames.NameProblem(own_path, "name is not valid UTF-8", True))
+        if raw:  # the readable form escapes the bad bytes; the escapes are not the problem
+            found = [fsnames.NameProblem(own_path, "name is not valid UTF-8", True)]
+        else:
+            found = fsnames.check_path(own_path, size, fs_of[drive])
         _add_problems(plan, found)
     for drive, paths in _rows(
         con,

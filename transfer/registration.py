@@ -84,7 +84,7 @@ def register_complete_versions(
 
     `blocked` names versions (dataset@version) with a clash or a corrupt file.
     """
-    index = work / "index.parquet"
+    index = work / Path(fmt.INDEX_FILE).name  # as driveformat.export_drive left them
     registered, waiting = [], []
     site = info.doc["shipment"]["from_site"]
     for version in info.doc["versions"]:
@@ -135,7 +135,7 @@ def register_complete_versions(
             )
             con.execute(
                 f"INSERT OR IGNORE INTO media BY NAME SELECT * FROM read_parquet("
-                f"{sql_path(work / 'media.parquet')})"
+                f"{sql_path(work / Path(fmt.MEDIA_FILE).name)})"
             )
         registered.append(name)
     return registered, waiting

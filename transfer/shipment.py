@@ -45,7 +45,8 @@ def new_id() -> str:
 
 def find_shipment(con: duckdb.DuckDBPyConnection, name_or_id: str) -> ShipmentRecord | None:
     rows = con.execute(
-        "SELECT shipment_id, name, from_site, to_site, drives, files, bytes, created_at::VARCHAR"
+        "SELECT shipment_id, name, from_site, to_site, drives, files, bytes,"
+        " strftime(created_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ')"
         " FROM shipments WHERE name = ? OR shipment_id = ? ORDER BY created_at",
         [name_or_id, name_or_id],
     ).fetchall()

@@ -44,6 +44,7 @@ class DriveReport:
     seal: str | None = None
     seal_ok: bool = False
     error: str | None = None  # the drive could not be checked at all
+    hint: str | None = None  # what to do about that
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     findings: list[Finding] = field(default_factory=list)
     files: int = 0
@@ -153,9 +154,9 @@ def _verify_drive(
         for why in broken:
             rep.add("seal", fmt.SEAL_FILE, why)
         with tempfile.TemporaryDirectory(prefix="sneakernet-verify-") as tmp:
-            _compare(root, rep, fast, Path(tmp), done, lock, stop)
+            _compare(info, rep, fast, Path(tmp), done, lock, stop)
     except DriveError as exc:
-        rep.error = str(exc) + (f" ({exc.hint})" if exc.hint else "")
+        rep.error, rep.hint = str(exc), exc.hint
     finally:
         rep.seconds = time.monotonic() - started
 
@@ -166,7 +167,7 @@ def _describe(rep: DriveReport, info: fmt.DriveInfo) -> None:
 
 
 def _compare(
-    root: Path,
+    info: fmt.DriveInfo,
     rep: DriveReport,
     fast: bool,
     work: Path,
@@ -174,8 +175,8 @@ def _compare(
     lock: threading.Lock,
     stop: threading.Event,
 ) -> None:
-    manifest = work / "manifest.parquet"
-    fmt.export_manifest(root, fmt.MANIFEST_FILE, manifest)
+    root = info.root
+    manifest = fmt.export_drive(info, work)[fmt.MANIFEST_FILE]
     real = Path(os.path.realpath(root))
     walked = walk_to_parquet(real, work / "walk.parquet", exclude=[real / fmt.META_DIR])
     for problem in walked.problems:
