@@ -70,10 +70,11 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from sneakernet.cli import catalog_cmds, demo_cmd
+    from sneakernet.cli import catalog_cmds, demo_cmd, watch_cmd
 
     catalog_cmds.register(app)
     demo_cmd.register(app)
+    watch_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
