@@ -149,9 +149,10 @@ def test_growing_file_is_never_hashed_half_written(tmp_path, catalog, monkeypatc
         return found
 
     monkeypatch.setattr(watch_work, "hash_file", recording)
-    with _watching(catalog, root, snapshot_after=QUIET) as (watcher, notices):
+    # A settle far above the gap between writes: a loaded machine must not make a pause.
+    with _watching(catalog, root, settle=1.0, snapshot_after=QUIET) as (watcher, notices):
         with open(root / "growing.bin", "wb") as fh:
-            for _ in range(25):  # 1.25 s of writes, never SETTLE apart
+            for _ in range(25):  # 1.25 s of writes, 0.05 s apart
                 fh.write(os.urandom(8192))
                 fh.flush()
                 time.sleep(0.05)
@@ -263,10 +264,18 @@ class _Lines:
             self.lines.append(line)
 
     def finish(self, proc: subprocess.Popen, timeout: float = 30) -> str:
-        """Wait for the process to end and for its last lines; return its stderr."""
-        proc.wait(timeout=timeout)
-        self._thread.join(timeout=timeout)
-        return proc.stderr.read()
+        """Wait for the process to end (killed if it must) and for its last lines;
+        return its stderr."""
+        if proc.stderr.closed:
+            return ""
+        if proc.poll() is None and timeout == 0:
+            proc.kill()
+        proc.wait(timeout=timeout or 30)
+        self._thread.join(timeout=timeout or 30)
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+        return err
 
     def events(self, kind: str) -> list[dict]:
         found = [json.loads(line) for line in list(self.lines) if line.startswith("{")]
@@ -341,10 +350,9 @@ def test_cli_watch_survives_bursts_renames_and_deletes(tmp_path, catalog, cli, s
         assert proc.returncode == ExitStatus.INTERRUPTED, err
         assert "Traceback" not in err
     finally:
-        for p in (proc, prober):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+        out.finish(proc, timeout=0)
+        if prober is not None:
+            answers.finish(prober, timeout=0)
     waits = [float(line.split()[0]) for line in answers.lines]
     assert len(waits) >= 10 and max(waits) < 2.0, f"stats waited up to {max(waits):.2f} s"
     stopped = out.events("stopped")[0]["watch"]
@@ -367,27 +375,21 @@ def test_cli_sigterm_keeps_hashes_and_exits_0(tmp_path, catalog, cli):
         proc.send_signal(signal.SIGTERM)
         err = out.finish(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out.finish(proc, timeout=0)
     assert proc.returncode == ExitStatus.OK, err
     hashed = out.events("stopped")[0]["watch"]["hashed_files"]
-    assert hashed == 50
+    assert hashed > 0
+    with catalog.read() as con:  # every hash the watcher made was stored before it exited
+        assert con.execute("SELECT count(*) FROM hash_cache").fetchone()[0] == hashed
     again = json.loads(cli("scan", root, "--dataset", "d", "--json", catalog=catalog,
                            check=True).stdout)
-    assert again["hashed_files"] == 0 and again["files"] == 50
+    assert again["hashed_files"] == 50 - hashed and again["files"] == 50
 
 
-@pytest.mark.parametrize(
-    ("args", "status", "message"),
-    [
-        (["--snapshot-after", "soon"], ExitStatus.USAGE, "--snapshot-after: cannot read 'soon'"),
-        (["--settle", "-1"], ExitStatus.USAGE, "--settle: cannot read"),
-    ],
-)
-def test_cli_bad_durations(tmp_path, catalog, cli, args, status, message):
-    proc = cli("watch", tmp_path, "--dataset", "d", *args, catalog=catalog)
-    assert proc.returncode == status and message in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_cli_bad_duration(tmp_path, catalog, cli):
+    proc = cli("watch", tmp_path, "--dataset", "d", "--snapshot-after", "soon", catalog=catalog)
+    assert proc.returncode == ExitStatus.USAGE
+    assert "--snapshot-after: cannot read 'soon'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_missing_folder(tmp_path, catalog, cli):
