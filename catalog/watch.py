@@ -40,7 +40,7 @@ from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name
 from sneakernet.catalog.scan import DatasetLockedError, ScanResult, default_workers, scan
 from sneakernet.catalog.watch_events import DirtyPaths
-from sneakernet.catalog.watch_setup import check_root, identity, start_observer, watch_lock
+from sneakernet.catalog.watch_setup import WatchLock, check_root, identity, start_observer
 from sneakernet.catalog.watch_work import (
     Hashed,
     Probed,
@@ -137,12 +137,12 @@ class Watcher:
         self._not_before = 0.0  # no snapshot before this (after a busy dataset)
         self._observer: BaseObserver | None = None
         self._workers: Workers | None = None
-        self._lock_fd: int | None = None
+        self._lock = WatchLock(catalog, dataset)
 
     # -- life cycle -------------------------------------------------------
 
     def __enter__(self) -> Watcher:
-        self._lock_fd = watch_lock(self.catalog, self.dataset)
+        self._lock.acquire()
         try:
             self.catalog.ensure_schema()  # a bad catalog fails now, before any reading
             self._workers = Workers(self.workers, self._deliver)
@@ -164,9 +164,7 @@ class Watcher:
             self._workers = None
             self._take_results()
             self._flush(final=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
 
     def stop(self) -> None:
         """Ask `catch_up` or `run` to return soon. Safe from any thread (not a signal handler:

@@ -7,6 +7,7 @@ import fcntl
 import os
 import re
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 import xxhash
@@ -78,24 +79,57 @@ def _observer_error(root: Path, exc: OSError) -> SneakernetError:
     return SourceError(f"cannot watch the folder ({exc.strerror or exc})", path=os.fsdecode(root))
 
 
-def watch_lock(catalog: Catalog, dataset: str) -> int:
+class WatchLock:
     """One watcher per dataset and catalog; the lock dies with its process.
 
     It lives in the temp folder, not beside the catalog: a catalog inside the
-    watched folder must not add a lock file to the dataset's versions.
+    watched folder must not add a lock file to the dataset's versions. The
+    file is removed on release, so after taking the lock we check that the
+    name still points at the file we locked (a releaser may have just removed it).
     """
-    key = xxhash.xxh3_64_hexdigest(os.fsencode(os.path.realpath(catalog.path)))
-    path = Path(tempfile.gettempdir()) / f"sneakernet-{os.getuid()}-watch-{key}-{dataset}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise DatasetLockedError(
-            f"dataset {dataset!r} is already watched by process {holder}",
-            hint="stop that watcher first; one watcher per dataset",
-        ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+
+    def __init__(self, catalog: Catalog, dataset: str) -> None:
+        key = xxhash.xxh3_64_hexdigest(os.fsencode(os.path.realpath(catalog.path)))
+        name = f"sneakernet-{os.getuid()}-watch-{key}-{dataset}.lock"
+        self.path = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / name
+        self.dataset = dataset
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        while self._fd is None:
+            try:  # no symlink followed: the name is predictable in a shared /tmp
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                             0o600)
+            except OSError as exc:
+                raise SourceError(
+                    f"cannot create the watch lock ({exc.strerror or exc})",
+                    path=str(self.path),
+                    hint="remove that file if it is not a plain file of yours",
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise DatasetLockedError(
+                    f"dataset {self.dataset!r} is already watched by process {holder}",
+                    hint="stop that watcher first; one watcher per dataset",
+                ) from exc
+            if identity(self.path) != _fd_identity(fd):
+                os.close(fd)  # removed or replaced since we opened it: try again
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with suppress(OSError):
+                self.path.unlink()  # while still locked: nobody holds the name after us
+            os.close(self._fd)
+            self._fd = None
+
+
+def _fd_identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
