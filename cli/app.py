@@ -71,12 +71,13 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from sneakernet.cli import catalog_cmds, demo_cmd, report_cmds, transfer_cmds
+    from sneakernet.cli import catalog_cmds, demo_cmd, report_cmds, transfer_cmds, watch_cmd
 
     catalog_cmds.register(app)
     transfer_cmds.register(app)
     report_cmds.register(app)
     demo_cmd.register(app)
+    watch_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
