@@ -71,10 +71,11 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from sneakernet.cli import catalog_cmds, demo_cmd, transfer_cmds
+    from sneakernet.cli import catalog_cmds, demo_cmd, receive_cmd, transfer_cmds
 
     catalog_cmds.register(app)
     transfer_cmds.register(app)
+    receive_cmd.register(app)
     demo_cmd.register(app)
 
 
