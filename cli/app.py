@@ -71,10 +71,18 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from sneakernet.cli import catalog_cmds, demo_cmd, report_cmds, transfer_cmds, watch_cmd
+    from sneakernet.cli import (
+        catalog_cmds,
+        demo_cmd,
+        receive_cmd,
+        report_cmds,
+        transfer_cmds,
+        watch_cmd,
+    )
 
     catalog_cmds.register(app)
     transfer_cmds.register(app)
+    receive_cmd.register(app)
     report_cmds.register(app)
     demo_cmd.register(app)
     watch_cmd.register(app)

@@ -231,3 +231,30 @@ def shipment_history(catalog: Catalog, name: str) -> dict:
             for row in events
         ],
     }
+
+
+# --- a drive's history, for the receiving service --------------------------------------
+
+
+def drive_events(catalog: Catalog, drive_id: str) -> list[dict]:
+    """The catalog's events of one drive, oldest first, in the form `new_event` makes.
+
+    The receiving service reads them to decide whether a drive is done, and copies
+    events that other verbs logged only in the catalog onto the drive with the same
+    event_id, so reading the drive back later adds no duplicates.
+    """
+    with catalog.read() as con:
+        rows = con.execute(
+            "SELECT event_id, shipment_id, drive_id, event, epoch_ms(happened_at), site, host,"
+            ' "user", note, details FROM events WHERE drive_id = ?'
+            " ORDER BY happened_at, event_id",
+            [drive_id],
+        ).fetchall()
+    keys = ("event_id", "shipment_id", "drive_id", "event", "at", "site", "host", "user", "note")
+    events = []
+    for row in rows:
+        event = dict(zip(keys, row[:9], strict=True))
+        event["at"] = datetime.fromtimestamp(row[4] / 1000, UTC).isoformat(timespec="milliseconds")
+        event["details"] = json.loads(row[9]) if row[9] else None
+        events.append(event)
+    return events

@@ -1,0 +1,315 @@
+"""`sneakernet receive` as the service runs it: a subprocess, drives "mounted" by renaming
+folders into its mounts folder, stopped with SIGTERM, restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.scan import scan
+from sneakernet.catalog.stats import stats
+from sneakernet.catalog.versions import list_versions
+from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer.custody import shipment_history
+from sneakernet.transfer.pack import pack
+from sneakernet.transfer.receive import receive
+
+SPLIT = 400 << 10  # as in test_transfer.py: the sample needs both drives at this size
+BIG = 64 << 20
+SMALL_FILES = 30
+TIMEOUT = 30
+
+
+class Service:
+    """`sneakernet receive --json` in a subprocess, its JSON lines collected as they come."""
+
+    def __init__(self, catalog: Catalog, mounts: Path, store: Path, *extra: str):
+        cmd = [sys.executable, "-m", "sneakernet.cli", "--catalog", str(catalog.path), "receive",
+               "--mounts", str(mounts), "--store", str(store), "--json", "--poll", "0.5",
+               "--settle", "0.2", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def wait_for(self, want: Callable[[dict], bool], what: str) -> dict:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if want(line):
+                    return line
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                for line in self.lines:
+                    if want(line):
+                        return line
+                pytest.fail(f"exited {self.proc.returncode} before {what}: "
+                            f"{self.lines}\n{self.proc.stderr.read()}")
+            time.sleep(0.01)
+        pytest.fail(f"no {what} within {TIMEOUT} s: {self.lines}")
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=15)
+        self._reader.join(5)
+        return code, self.proc.stderr.read()
+
+
+def _kinds(lines: list[dict], kind: str) -> list[dict]:
+    return [line for line in lines if line["kind"] == kind]
+
+
+def _run_once(catalog: Catalog, mounts: Path, store: Path) -> tuple[int, list[dict], str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sneakernet.cli", "--catalog", str(catalog.path), "receive",
+         "--mounts", str(mounts), "--store", str(store), "--once", "--json", "--settle", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
+
+
+def _events(catalog: Catalog, shipment: str) -> Counter:
+    return Counter((e["event"], e["drive"]) for e in shipment_history(catalog, shipment)["events"])
+
+
+def _reports(store: Path) -> list[dict]:
+    folder = store / ".sneakernet" / "reports"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def shipment_master(sample_master: Path, tmp_path_factory) -> tuple[Catalog, list[Path]]:
+    """Site A's catalog and the two sealed drives of shipment `to-b`, packed once."""
+    base = tmp_path_factory.mktemp("receive-sample")
+    catalog = Catalog(base / "site-a.duckdb", timeout=30)
+    scan(catalog, sample_master, "roadcam")
+    drives = [base / "d1", base / "d2"]
+    for drive in drives:
+        drive.mkdir()
+    result = pack(catalog, ["roadcam"], drives, shipment="to-b", to_site="B", capacity=SPLIT)
+    assert result.sealed and all(d.files for d in result.drives)
+    return catalog, drives
+
+
+@pytest.fixture
+def site_a(shipment_master) -> Catalog:
+    return shipment_master[0]
+
+
+@pytest.fixture
+def two_drives(shipment_master, tmp_path: Path) -> list[Path]:
+    """Fresh copies of the two drives, safe to damage and to move around."""
+    copies = [tmp_path / "courier" / d.name for d in shipment_master[1]]
+    for master, copy in zip(shipment_master[1], copies, strict=True):
+        shutil.copytree(master, copy)
+    return copies
+
+
+@pytest.fixture
+def site_b(tmp_path: Path) -> tuple[Catalog, Path, Path]:
+    mounts, store = tmp_path / "media", tmp_path / "store"
+    mounts.mkdir()
+    store.mkdir()
+    return Catalog(tmp_path / "site-b.duckdb", timeout=30), mounts, store
+
+
+@pytest.fixture(scope="module")
+def big_drive_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One drive carrying a 64 MiB file then small ones: a stop lands mid-ingest."""
+    base = tmp_path_factory.mktemp("receive-big")
+    root = base / "field" / "clips"
+    root.mkdir(parents=True)
+    block = os.urandom(1 << 20)
+    with open(root / "a_big.bin", "wb") as big:
+        for i in range(BIG >> 20):
+            big.write(i.to_bytes(8, "little") + block[8:])
+    for i in range(SMALL_FILES):
+        (root / f"small_{i:03}.bin").write_bytes(os.urandom(16 << 10))
+    catalog = Catalog(base / "a.duckdb")
+    scan(catalog, base / "field", "field")
+    drive = base / "drive"
+    drive.mkdir()
+    assert pack(catalog, ["field"], [drive], shipment="big").sealed
+    return drive
+
+
+@pytest.fixture
+def big_drive(big_drive_master: Path, tmp_path: Path) -> Path:
+    drive = tmp_path / "courier" / "big"
+    shutil.copytree(big_drive_master, drive)
+    return drive
+
+
+def _mid_ingest(site_b, drive: Path, name: str) -> Service:
+    """The service started, `drive` mounted as `name`, a file of it half-way into the store."""
+    catalog, mounts, store = site_b
+    service = Service(catalog, mounts, store)
+    service.wait_for(lambda n: n["kind"] == "started", "start")
+    os.rename(drive, mounts / name)
+    folder = store / fmt.PARTIAL_DIR
+    deadline = time.monotonic() + TIMEOUT
+    while not (folder.is_dir() and any(folder.iterdir())):
+        assert service.proc.poll() is None, f"exited before a partial file: {service.lines}"
+        assert time.monotonic() < deadline, f"no partial file: {service.lines}"
+        time.sleep(0.001)
+    return service
+
+
+def test_two_drives_arriving_at_different_times(site_a, two_drives, site_b):
+    catalog, mounts, store = site_b
+    service = Service(catalog, mounts, store)
+    service.wait_for(lambda n: n["kind"] == "started", "start")
+
+    os.rename(two_drives[0], mounts / "d1")
+    first = service.wait_for(lambda n: n["kind"] == "ingested" and n["drive"] == 1, "drive 1")
+    assert first["details"]["registered"] == [] and first["details"]["waiting"]
+    time.sleep(1)  # another day: the service idles, rescanning
+    os.rename(two_drives[1], mounts / "SHIPMENT-2")  # a mount point of another name
+    second = service.wait_for(lambda n: n["kind"] == "ingested" and n["drive"] == 2, "drive 2")
+    assert second["details"]["registered"] == ["roadcam@1"]
+    code, stderr = service.stop()
+    assert code == 0, stderr
+    assert service.lines[-1]["kind"] == "stopped" and "Traceback" not in stderr
+
+    [version] = list_versions(catalog, "roadcam")
+    assert version.origin == "ingest"
+    assert stats(catalog, "roadcam@1").to_dict() == stats(site_a, "roadcam@1").to_dict()
+    events = _events(catalog, "to-b")
+    for drive in (1, 2):
+        for step in ("planned", "packed", "received", "verified", "ingested"):
+            assert events[(step, drive)] == 1, (step, drive, events)
+    assert not [e for e in events if e[0] in ("incomplete", "rejected")]
+    reports = _reports(store)
+    assert sorted((r["number"], r["outcome"]) for r in reports) == [(1, "ingested"),
+                                                                    (2, "ingested")]
+    assert all(r["verify"]["whole"] and r["ingest"]["problems"] == [] for r in reports)
+    for name in ("d1", "SHIPMENT-2"):  # the drive carries its history back to the sender
+        steps = [e["event"] for e in fmt.read_custody(mounts / name)]
+        assert steps[-3:] == ["received", "verified", "ingested"], steps
+
+
+def test_sigterm_mid_ingest_then_a_restart_finishes(big_drive, site_b):
+    catalog, mounts, store = site_b
+    service = _mid_ingest(site_b, big_drive, "big")
+    stopped_at = time.monotonic()
+    code, stderr = service.stop()
+    assert code == 0 and time.monotonic() - stopped_at < 10, stderr
+    [cut] = _kinds(service.lines, "incomplete")
+    assert cut["details"] == {"stage": "ingest", "reason": "stopped"}
+    assert not _kinds(service.lines, "ingested")
+    assert _events(catalog, "big")[("ingested", 1)] == 0
+
+    code, lines, stderr = _run_once(catalog, mounts, store)
+    assert code == 0, stderr
+    assert not _kinds(lines, "received"), "a restart is not a new arrival"
+    [done] = _kinds(lines, "ingested")
+    assert done["details"]["registered"] == ["field@1"]
+    report = _reports(store)[-1]
+    [drive] = report["ingest"]["drives"]
+    assert drive["present_files"] >= 1, "files placed before the stop are not copied again"
+    assert drive["present_files"] + drive["copied_files"] == 1 + SMALL_FILES
+
+    code, lines, _ = _run_once(catalog, mounts, store)  # once more: nothing to do
+    assert code == 0 and _kinds(lines, "skipped") and not _kinds(lines, "verified")
+    events = _events(catalog, "big")
+    assert (events[("received", 1)], events[("incomplete", 1)], events[("ingested", 1)]) == (
+        1, 1, 1)
+    assert sorted(os.listdir(store / "field" / "1" / "clips")) == sorted(
+        os.listdir(mounts / "big" / "field" / "1" / "clips"))
+
+
+def test_a_drive_pulled_mid_ingest_resumes_when_it_comes_back(big_drive, site_b, tmp_path):
+    catalog, mounts, _ = site_b
+    service = _mid_ingest(site_b, big_drive, "sdb1")
+    os.rename(mounts / "sdb1", tmp_path / "on-the-desk")  # pulled out
+    cut = service.wait_for(lambda n: n["kind"] == "incomplete", "incomplete")
+    assert cut["details"] == {"stage": "ingest", "reason": "pulled"}
+    os.rename(tmp_path / "on-the-desk", mounts / "sdc1")  # back, as another device
+    done = service.wait_for(lambda n: n["kind"] == "ingested", "ingested")
+    assert done["details"]["registered"] == ["field@1"] and done["details"]["problems"] == 0
+    code, stderr = service.stop()
+    assert code == 0, stderr
+    events = _events(catalog, "big")
+    assert (events[("received", 1)], events[("incomplete", 1)], events[("ingested", 1)]) == (
+        2, 1, 1)
+
+
+def test_a_corrupt_drive_is_rejected_and_strangers_are_ignored(two_drives, site_b, tmp_path):
+    catalog, mounts, store = site_b
+    victim = sorted(p for p in (two_drives[1] / "roadcam").rglob("*") if p.is_file())[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(data)
+    rel = victim.relative_to(two_drives[1])
+    for drive in two_drives:
+        os.rename(drive, mounts / drive.name)
+    (mounts / "holiday-photos").mkdir()
+    (mounts / "holiday-photos" / "beach.jpg").write_bytes(b"jpeg")
+    (mounts / "notes.txt").write_text("not a folder")
+    (mounts / "root-link").symlink_to("/")
+    forged = mounts / "forged" / ".sneakernet"
+    forged.mkdir(parents=True)
+    (forged / "drive.json").write_text('{"format": "sneakernet-drive", "state": "sealed"}')
+
+    code, lines, stderr = _run_once(catalog, mounts, store)
+    assert code == 3, stderr
+    ignored = {Path(n["path"]).name: n["message"] for n in _kinds(lines, "ignored")}
+    assert set(ignored) == {"holiday-photos", "notes.txt", "root-link"}
+    assert "not a sneakernet drive" in ignored["holiday-photos"]
+    [refused] = _kinds(lines, "refused")
+    assert Path(refused["path"]).name == "forged" and "malformed" in refused["message"]
+    [rejected] = _kinds(lines, "rejected")
+    assert rejected["drive"] == 2 and rejected["details"]["corrupt"] == 1
+    assert [n["drive"] for n in _kinds(lines, "ingested")] == [1]
+
+    events = _events(catalog, "to-b")
+    assert events[("rejected", 2)] == 1 and events[("ingested", 2)] == 0
+    assert events[("packed", 2)] == 1, "the rejected drive's history is in the catalog too"
+    shipments = json.loads(subprocess.run(
+        [sys.executable, "-m", "sneakernet.cli", "--catalog", str(catalog.path), "shipments",
+         "--json"], capture_output=True, text=True, check=True).stdout)
+    assert [(s["name"], s["state"]) for s in shipments] == [("to-b", "rejected")]
+    assert not (store / rel).exists()
+    outcomes = sorted((r["outcome"], r["number"]) for r in _reports(store))
+    assert outcomes == [("ingested", 1), ("refused", None), ("rejected", 2)]
+
+
+def test_the_library_verb_alone_with_the_html_report_module(two_drives, site_b, monkeypatch):
+    """No CLI: `receive(once=True)` from Python; an HTML report when the module is there."""
+    catalog, mounts, store = site_b
+    made = []
+    fake = types.ModuleType("sneakernet.transfer.report")
+    fake.transfer_report = lambda kind, summary, problems, charts=None: made.append(kind) or {
+        "kind": kind, "outcome": summary["outcome"], "problems": list(problems)}
+    fake.write_html = lambda report, path: Path(path).write_text(json.dumps(report))
+    monkeypatch.setitem(sys.modules, "sneakernet.transfer.report", fake)
+    for drive in two_drives:
+        os.rename(drive, mounts / drive.name)
+    notices = []
+    result = receive(catalog, mounts, store, once=True, settle=0, log=notices.append)
+    assert [d.outcome for d in result.drives] == ["ingested", "ingested"]
+    assert not result.needs_attention and not result.stopped
+    assert made == ["ingest", "ingest"]
+    pages = sorted((store / ".sneakernet" / "reports").glob("*.html"))
+    assert [json.loads(p.read_text())["outcome"] for p in pages] == ["ingested", "ingested"]
+    assert [n.kind for n in notices if n.kind in ("received", "ingested")] == [
+        "received", "ingested", "received", "ingested"]
