@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import types
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -92,8 +92,11 @@ def _events(catalog: Catalog, shipment: str) -> Counter:
 
 
 def _reports(store: Path) -> list[dict]:
+    """The summaries of the receive reports (report format, kind receive) in the store."""
     folder = store / ".sneakernet" / "reports"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    reports = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    assert all(r["format"] == "sneakernet-report" and r["kind"] == "receive" for r in reports)
+    return [r["summary"] for r in reports]
 
 
 @pytest.fixture(scope="module")
@@ -293,23 +296,19 @@ def test_a_corrupt_drive_is_rejected_and_strangers_are_ignored(two_drives, site_
     assert outcomes == [("ingested", 1), ("refused", None), ("rejected", 2)]
 
 
-def test_the_library_verb_alone_with_the_html_report_module(two_drives, site_b, monkeypatch):
-    """No CLI: `receive(once=True)` from Python; an HTML report when the module is there."""
+def test_the_library_verb_alone_writes_json_and_html_reports(two_drives, site_b):
+    """No CLI: `receive(once=True)` from Python; each drive gets a JSON and an HTML report."""
     catalog, mounts, store = site_b
-    made = []
-    fake = types.ModuleType("sneakernet.transfer.report")
-    fake.transfer_report = lambda kind, summary, problems, charts=None: made.append(kind) or {
-        "kind": kind, "outcome": summary["outcome"], "problems": list(problems)}
-    fake.write_html = lambda report, path: Path(path).write_text(json.dumps(report))
-    monkeypatch.setitem(sys.modules, "sneakernet.transfer.report", fake)
     for drive in two_drives:
         os.rename(drive, mounts / drive.name)
     notices = []
     result = receive(catalog, mounts, store, once=True, settle=0, log=notices.append)
     assert [d.outcome for d in result.drives] == ["ingested", "ingested"]
     assert not result.needs_attention and not result.stopped
-    assert made == ["ingest", "ingest"]
     pages = sorted((store / ".sneakernet" / "reports").glob("*.html"))
-    assert [json.loads(p.read_text())["outcome"] for p in pages] == ["ingested", "ingested"]
+    embedded = [re.search(r'id="sneakernet-report">(.*?)</script>', p.read_text(), re.S)
+                for p in pages]
+    assert [json.loads(m.group(1))["summary"]["outcome"] for m in embedded] == [
+        "ingested", "ingested"]
     assert [n.kind for n in notices if n.kind in ("received", "ingested")] == [
         "received", "ingested", "received", "ingested"]

@@ -29,7 +29,7 @@ from sneakernet.catalog.stats import Stats, stats
 FORMAT = "sneakernet-report"
 FORMAT_VERSION = 1
 SCHEMA_FILE = "report-v1.schema.json"  # in sneakernet.schemas
-KINDS = ("dataset", "pack", "verify", "ingest")
+KINDS = ("dataset", "pack", "verify", "ingest", "receive")
 CHART_KINDS = ("bar", "histogram", "line")
 # A report stays a readable page, and its memory flat, however many files went
 # wrong: the first problems are listed, the rest only counted.
@@ -92,7 +92,7 @@ def transfer_report(
     *,
     title: str | None = None,
 ) -> dict:
-    """A report of one pack, verify or ingest run.
+    """A report of one pack, verify, ingest or receive run.
 
     `summary` may hold any values (numbers, text, paths, datetimes, dataclasses,
     nested dicts and lists): they are made JSON-able. Each problem is a mapping
