@@ -42,6 +42,7 @@ class DriveIngest:
     copied_bytes: int = 0
     linked_files: int = 0
     present_files: int = 0
+    reused_bytes: int = 0  # of copies an interrupted run left half-way, continued not redone
     waiting_files: int = 0  # their bytes are on another drive of the shipment
     seconds: float = 0.0
     problems: list[FileProblem] = field(default_factory=list)
@@ -158,26 +159,31 @@ def _ingest_drive(
     con = duckdb.connect(str(work / "ingest.duckdb"), config={"memory_limit": "256MB"})
     try:
         _stage(con, catalog, index, store)
-        placer = Placer(catalog, root, store, outcome)
-        total = con.execute(
+        _, bytes_total = con.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM todo WHERE drive_number = ?",
             [info.number],
         ).fetchall()[0]
-        files_done = bytes_done = 0
-        for passes in ("carried", "others"):
-            cursor = con.cursor()
-            cursor.execute(_PASS_SQL[passes], [info.number])
-            while rows := cursor.fetchmany(2048):
-                for row in rows:
-                    bytes_done += placer.place(row, own_drive=row[4] == info.number)
-                    files_done += 1
-                    report(
-                        progress,
-                        ProgressEvent(
-                            "ingest", files_done, None, bytes_done, int(total[1]), label=info.label
-                        ),
-                    )
-        placer.flush()
+        done = [0, 0]  # files, bytes
+
+        def tick(n_bytes: int) -> None:
+            # Called as bytes are read, mid-file too: a stop request (raised from
+            # `progress`) need not wait for a 50 GB file to finish.
+            done[1] += n_bytes
+            report(progress, ProgressEvent("ingest", done[0], None, done[1], int(bytes_total),
+                                           label=info.label))
+
+        placer = Placer(catalog, root, store, outcome, on_bytes=tick)
+        try:
+            for passes in ("carried", "others"):
+                cursor = con.cursor()
+                cursor.execute(_PASS_SQL[passes], [info.number])
+                while rows := cursor.fetchmany(2048):
+                    for row in rows:
+                        read = placer.place(row, own_drive=row[4] == info.number)
+                        done[0] += 1
+                        tick(read)
+        finally:
+            placer.flush()  # hashes of what is in the store, kept even when stopped
     finally:
         con.close()
         outcome.seconds = time.monotonic() - started

@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import xxhash
@@ -20,6 +21,7 @@ from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.transfer import copier
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.fsio import open_inside
 from sneakernet.transfer.packdrive import FileProblem
 
@@ -29,8 +31,16 @@ READ_ONLY = 0o444
 
 
 class Placer:
-    def __init__(self, catalog: Catalog, drive: Path, store: Path, outcome) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        drive: Path,
+        store: Path,
+        outcome,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
         self.catalog, self.drive, self.store, self.outcome = catalog, drive, store, outcome
+        self.on_bytes = on_bytes
         self.partial = store / fmt.PARTIAL_DIR
         self.partial.mkdir(parents=True, exist_ok=True)
         self.buffer = bytearray(copier.BUFFER_SIZE)
@@ -41,7 +51,7 @@ class Placer:
         self.proven: dict[str, str] = {}
 
     def place(self, row: tuple, *, own_drive: bool) -> int:
-        """Place one entry; returns the bytes read for it."""
+        """Place one entry; returns the bytes read for it not yet passed to `on_bytes`."""
         dataset, version, path, digest, _, drive_path, size, mtime_ns, store_copy = row
         target = self.store / dataset / str(version) / path
         if not _inside(self.store, target):
@@ -68,6 +78,7 @@ class Placer:
         try:
             src = open_inside(self.drive, drive_path)
         except OSError as exc:
+            self._check_drive_present()
             if exc.errno in _NOT_A_FILE:  # as verify words it: never followed, never opened
                 self._problem(drive_path, "corrupt", "not a regular file on the drive (a symlink "
                               "or special file, not followed)")
@@ -76,27 +87,31 @@ class Placer:
             return 0
         tmp = self.partial / f"{digest}.part"
         try:
-            copier.copy_verified(
-                src, tmp, size=size, digest=digest, buffer=self.buffer, readback=False
+            result = copier.copy_verified(
+                src, tmp, size=size, digest=digest, buffer=self.buffer, readback=False,
+                on_bytes=self.on_bytes,
             )
             os.chmod(tmp, READ_ONLY)
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
             copier.place(tmp, target)
         except copier.SourceMismatch as exc:
+            self._check_drive_present()
             self._problem(drive_path, "corrupt", f"the drive's copy {exc}; not ingested")
             return 0
         except FileExistsError:
             tmp.unlink(missing_ok=True)
             return self._clash(target, drive_path)
         except OSError as exc:
+            self._check_drive_present()
             self._problem(drive_path, "unreadable", exc.strerror or str(exc))
             return 0
         finally:
             os.close(src)
         self.outcome.copied_files += 1
-        self.outcome.copied_bytes += size
+        self.outcome.copied_bytes += result.copied
+        self.outcome.reused_bytes += result.reused
         self._remember(target, digest)
-        return size
+        return 0 if self.on_bytes else size
 
     def _confirm(self, target: Path, digest: str, size: int, mtime_ns: int, drive_path: str) -> int:
         """A file already at the target: ours from an earlier run, or a clash.
@@ -119,6 +134,15 @@ class Placer:
         self.outcome.present_files += 1
         self._remember(target, digest)
         return size
+
+    def _check_drive_present(self) -> None:
+        """A read that failed because the drive went away is not a bad file: stop the ingest."""
+        if not (self.drive / fmt.DRIVE_FILE).is_file():
+            raise DriveError(
+                "the drive went away during ingest", path=str(self.drive),
+                hint="plug it back in and run the same command; files already in the store "
+                "are kept and not copied again",
+            )
 
     def _proven_copy(self, candidate: str, digest: str, size: int) -> str | None:
         """The carried copy in the store, if its bytes are proven to be `digest`.
