@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sneakernet.catalog import session
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.hashing import (
     BUFFER_SIZE,
@@ -281,7 +282,7 @@ def store_cached_hashes(catalog: Catalog, rows: list[tuple[int, int, int, int, s
             "hash": pa.array(digest, pa.string()),
         }
     )
-    with catalog.write() as con:
+    with session.write(catalog) as con:
         con.register("fresh", table)
         con.execute(
             "DELETE FROM hash_cache USING fresh"

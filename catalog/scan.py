@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from sneakernet.catalog import hashpass, probepass
+from sneakernet.catalog import hashpass, probepass, session
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
@@ -78,7 +78,7 @@ def scan(
     check_dataset_name(dataset)
     root = _check_root(Path(root))
     workers = workers or default_workers()
-    with catalog.write() as con:  # a bad catalog or label fails now, not after the walk
+    with session.write(catalog) as con:  # a bad catalog or label fails now, not after the walk
         check_label_free(con, dataset, label)
     started = time.monotonic()
     result = ScanResult(dataset, os.fsdecode(root), None, None)
@@ -92,7 +92,7 @@ def scan(
             walked = _walk(catalog, root, work / "walk.parquet", progress)
         result.files, result.symlinks, result.bytes = walked.files, walked.symlinks, walked.bytes
         result.problems.extend(walked.problems)
-        with _timed(result, "plan"), catalog.write() as con:
+        with _timed(result, "plan"), session.write(catalog) as con:
             hashpass.plan(con, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
         with _timed(result, "hash"):
             hashed = hashpass.HashPass(
@@ -116,7 +116,7 @@ def scan(
             )
 
         # Nothing new to probe (the usual rescan): list and commit in one transaction.
-        with _timed(result, "commit"), catalog.write() as con:
+        with _timed(result, "commit"), session.write(catalog) as con:
             to_probe = probepass.list_unprobed(con, entries, todo)
             committed = None if to_probe else commit(con)
         if committed is None:
@@ -124,7 +124,7 @@ def scan(
                 result.probed_files = probepass.probe_all(
                     catalog, root, todo, total=to_probe, workers=workers, progress=progress
                 )
-            with _timed(result, "commit"), catalog.write() as con:
+            with _timed(result, "commit"), session.write(catalog) as con:
                 committed = commit(con)
     result.version, result.previous = committed.version, committed.previous
     result.files = committed.files
