@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from sneakernet.catalog import hashpass, probepass, session
+from sneakernet.catalog import hashpass, probepass, rescan, session
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
@@ -93,7 +93,16 @@ def scan(
         result.files, result.symlinks, result.bytes = walked.files, walked.symlinks, walked.bytes
         result.problems.extend(walked.problems)
         with _timed(result, "plan"), session.write(catalog) as con:
-            hashpass.plan(con, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
+            same = None if rehash else rescan.unchanged(
+                con, dataset, work / "walk.parquet", walked=walked.files + walked.symlinks
+            )
+            if same is None:
+                hashpass.plan(con, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
+        if same is not None:  # the usual rescan: nothing to hash, probe or record
+            result.previous, result.reused_files = same.version, walked.files
+            result.problems.extend(same.problems)
+            result.seconds = time.monotonic() - started
+            return result
         with _timed(result, "hash"):
             hashed = hashpass.HashPass(
                 catalog,
