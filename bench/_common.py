@@ -383,6 +383,10 @@ class Report:
     info: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Other work on this 2-core machine moves every figure: say how busy it was.
+        self.info["load average at start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+
     def row(self, what: str, seconds: float | None, **figures: object) -> dict:
         r = {"what": what, "seconds": None if seconds is None else round(seconds, 4), **figures}
         self.rows.append(r)

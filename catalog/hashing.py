@@ -60,13 +60,13 @@ def hash_file(
     try:
         if expected is not None and expected[0] <= SMALL_FILE:
             before = None
-            digest, read = _hash_small(fd, expected[0])
+            digest, read = _hash_small(fd, expected[0], buffer)
         else:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 raise NotRegularFile(path)
             if before.st_size <= SMALL_FILE:
-                digest, read = _hash_small(fd, before.st_size)
+                digest, read = _hash_small(fd, before.st_size, buffer)
             else:
                 digest, read = _hash_stream(fd, buffer or bytearray(BUFFER_SIZE), before.st_size)
         after = os.fstat(fd)
@@ -89,7 +89,9 @@ def hash_file(
     return FileHash(digest, before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
 
 
-def _hash_small(fd: int, size: int) -> tuple[str, int]:
+def _hash_small(fd: int, size: int, buffer: bytearray | None) -> tuple[str, int]:
+    if buffer is not None and size < len(buffer):
+        return _hash_into(fd, size, memoryview(buffer))
     # Asking for one byte more than expected tells a grown file from a whole one.
     data = os.read(fd, size + 1)
     if len(data) == size + 1:
@@ -97,6 +99,17 @@ def _hash_small(fd: int, size: int) -> tuple[str, int]:
     if len(data) < size and data:
         return _hash_rest(fd, data, size)
     return xxhash.xxh3_128_hexdigest(data), len(data)
+
+
+def _hash_into(fd: int, size: int, view: memoryview) -> tuple[str, int]:
+    """`_hash_small` into the caller's buffer: no allocation (and no fresh pages) per file."""
+    total = n = os.readv(fd, [view[: size + 1]])
+    while n and total <= size:  # a short read: go on, never past size + 1
+        n = os.readv(fd, [view[total : size + 1]])
+        total += n
+    if total > size:
+        return "", total  # grew while we looked: the caller sees the size mismatch
+    return xxhash.xxh3_128_hexdigest(view[:total]), total
 
 
 def _hash_rest(fd: int, head: bytes, size: int) -> tuple[str, int]:

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sneakernet.catalog import session
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.hashing import (
     BUFFER_SIZE,
@@ -94,7 +96,22 @@ class _Meter:
         self.bytes += n
 
 
+# A file to read: (row in its batch, absolute path, (size, mtime_ns) and (inode, device)
+# as the walk saw them).
+_Task = tuple[int, str | bytes, tuple[int, int], tuple[int, int]]
+# What came of it: (row, FileHash, whether it is exactly as walked (the common case: the
+# batch's columns stand), None, None), or (row, None, False, status, message).
+_Result = tuple[int, FileHash | None, bool, str | None, str | None]
+
+
 class HashPass:
+    """Reads the files of a plan the cache cannot vouch for, in worker threads.
+
+    The main thread does as little Python per file as it can: the GIL is shared,
+    and every microsecond it holds it is one the readers wait for. Columns stay
+    Arrow; only the rows that were read are touched one by one.
+    """
+
     def __init__(
         self,
         catalog: Catalog,
@@ -114,27 +131,31 @@ class HashPass:
         self.stats = HashStats()
         self._meter = _Meter()
         self._files_done = 0
-        self._cache_rows: list[tuple[int, int, int, int, str]] = []
+        self._fresh: list[FileHash] = []
+        self._unkept: set[Future] = set()  # chunks whose hashes are not in _fresh yet
         self._flushed_at = time.monotonic()
         self._local = threading.local()
 
     def run(self, plan_file: Path, entries_file: Path) -> HashStats:
-        pending: deque[tuple[dict, list[Future]]] = deque()
+        pending: deque[tuple[pa.RecordBatch, list[Future]]] = deque()
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sneakernet-hash")
         try:
             with pq.ParquetWriter(entries_file, ENTRY_SCHEMA, compression="zstd") as writer:
                 for batch in pq.ParquetFile(plan_file).iter_batches(batch_size=8192):
-                    if _all_cached(batch):  # the usual rescan batch: no Python per row
+                    to_read = _to_read(batch)
+                    if not pc.any(to_read).as_py():  # the usual rescan batch: no Python per row
                         writer.write_table(self._cached_table(batch))
                         continue
-                    columns = batch.to_pydict()
-                    pending.append((columns, self._submit(pool, columns)))
+                    pending.append((batch, self._submit(pool, batch, to_read)))
                     if len(pending) > 1:
                         writer.write_table(self._finish(*pending.popleft()))
                 while pending:
                     writer.write_table(self._finish(*pending.popleft()))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            for future in self._unkept:  # interrupted: chunks done meanwhile are kept too
+                if future.done() and not future.cancelled() and not future.exception():
+                    self._fresh.extend(_found(future.result()))
             self._flush_cache()
         return self.stats
 
@@ -143,109 +164,120 @@ class HashPass:
         self.stats.reused_files += files
         self._files_done += files
         self._report()
-        n = batch.num_rows
-        columns = {f.name: batch.column(f.name) for f in WALK_SCHEMA}
-        columns["is_video"] = batch.column("is_video")
-        columns["hash"] = batch.column("cached")
-        columns["status"] = pa.array(["ok"] * n, pa.string())
-        columns["error"] = pa.nulls(n, pa.string())
-        return pa.Table.from_pydict(columns, schema=ENTRY_SCHEMA)
+        return _entries(batch, batch.column("cached"), None, None)
 
-    def _submit(self, pool: ThreadPoolExecutor, columns: dict) -> list[Future]:
-        futures: list[Future] = []
-        chunk: list[tuple[int, str | bytes, tuple[int, int]]] = []
-        chunk_bytes = 0
-        for i, (kind, cached, size, mtime_ns) in enumerate(
-            zip(
-                columns["kind"], columns["cached"], columns["size"], columns["mtime_ns"],
+    def _submit(
+        self, pool: ThreadPoolExecutor, batch: pa.RecordBatch, to_read: pa.Array
+    ) -> list[Future]:
+        rows = pc.indices_nonzero(to_read).to_pylist()
+        picked = batch.filter(to_read)
+        paths = [
+            f"{self.root}/{path}" if raw is None else os.fsencode(self.root) + b"/" + raw
+            for path, raw in zip(
+                picked.column("path").to_pylist(), picked.column("raw_path").to_pylist(),
                 strict=True,
             )
-        ):
-            if kind != "file" or cached is not None:
-                continue
-            path = self._abs_path(columns["path"][i], columns["raw_path"][i])
-            chunk.append((i, path, (size, mtime_ns)))
+        ]
+        sizes = picked.column("size").to_pylist()
+        tasks: list[_Task] = list(
+            zip(
+                rows,
+                paths,
+                zip(sizes, picked.column("mtime_ns").to_pylist(), strict=True),
+                zip(
+                    picked.column("inode").to_pylist(),
+                    picked.column("device").to_pylist(),
+                    strict=True,
+                ),
+                strict=True,
+            )
+        )
+        futures: list[Future] = []
+        start = chunk_bytes = 0
+        for i, size in enumerate(sizes):
             chunk_bytes += size
-            if len(chunk) >= CHUNK_FILES or chunk_bytes >= CHUNK_BYTES:
-                futures.append(pool.submit(self._hash_chunk, chunk))
-                chunk, chunk_bytes = [], 0
-        if chunk:
-            futures.append(pool.submit(self._hash_chunk, chunk))
+            if i + 1 - start >= CHUNK_FILES or chunk_bytes >= CHUNK_BYTES:
+                futures.append(pool.submit(self._hash_chunk, tasks[start : i + 1]))
+                start, chunk_bytes = i + 1, 0
+        if start < len(tasks):
+            futures.append(pool.submit(self._hash_chunk, tasks[start:]))
+        self._unkept.update(futures)
         return futures
 
-    def _abs_path(self, path: str, raw: bytes | None) -> str | bytes:
-        if raw is None:
-            return f"{self.root}/{path}"
-        return os.fsencode(self.root) + b"/" + raw
-
-    def _hash_chunk(
-        self, chunk: list[tuple[int, str | bytes, tuple[int, int]]]
-    ) -> list[tuple[int, _Outcome]]:
+    def _hash_chunk(self, chunk: list[_Task]) -> list[_Result]:
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
             buffer = self._local.buffer = bytearray(BUFFER_SIZE)
-        results = []
+        results: list[_Result] = []
         done = 0
-        for index, path, expected in chunk:
-            outcome = _hash_one(path, buffer, expected)
-            if outcome[0] is not None:
-                done += outcome[0].size
-            results.append((index, outcome))
+        for row, path, expected, identity in chunk:
+            found, problem, message = _hash_one(path, buffer, expected)
+            if found is not None:
+                done += found.size
+                same = (found.size, found.mtime_ns) == expected and (
+                    found.inode, found.device
+                ) == identity
+                results.append((row, found, same, None, None))
+            else:
+                results.append((row, None, False, problem, message))
         self._meter.add(done)
         return results
 
-    def _finish(self, columns: dict, futures: list[Future]) -> pa.Table:
-        outcomes: dict[int, _Outcome] = {}
+    def _finish(self, batch: pa.RecordBatch, futures: list[Future]) -> pa.Table:
+        results: list[_Result] = []
         waiting = set(futures)
         while waiting:
             done, waiting = wait(waiting, timeout=0.25, return_when=FIRST_COMPLETED)
             for future in done:
-                for index, outcome in future.result():
-                    outcomes[index] = outcome
-                    self._files_done += 1
-                    found = outcome[0]
-                    if found is not None:  # cached at once: an interruption keeps it
-                        self._cache_rows.append(
-                            (found.device, found.inode, found.size, found.mtime_ns, found.hash)
-                        )
+                part = future.result()
+                results.extend(part)
+                self._files_done += len(part)
+                self._fresh.extend(_found(part))  # cached at once: an interruption keeps them
+                self._unkept.discard(future)
             self._report()
-        table = self._assemble(columns, outcomes)
+        table = self._assemble(batch, results)
         if (
             time.monotonic() - self._flushed_at > CACHE_FLUSH_SECONDS
-            or len(self._cache_rows) >= CACHE_FLUSH_ROWS
+            or len(self._fresh) >= CACHE_FLUSH_ROWS
         ):
             self._flush_cache()
         return table
 
-    def _assemble(self, columns: dict, outcomes: dict[int, _Outcome]) -> pa.Table:
-        n = len(columns["path"])
-        hashes: list[str | None] = list(columns["cached"])
-        status = ["ok"] * n
-        errors: list[str | None] = [None] * n
-        keep = [True] * n
-        for index, (found, problem, message) in outcomes.items():
+    def _assemble(self, batch: pa.RecordBatch, results: list[_Result]) -> pa.Table:
+        hashes: list[str | None] = batch.column("cached").to_pylist()
+        status: list[str] | None = None
+        errors: list[str | None] | None = None
+        moved: dict[int, FileHash] = {}  # read as something other than walked
+        drop: list[int] = []
+        read = 0
+        for row, found, same, problem, message in results:
             if found is not None:
-                hashes[index] = found.hash
-                for name, value in (("size", found.size), ("mtime_ns", found.mtime_ns)):
-                    columns[name][index] = value
-                columns["inode"][index], columns["device"][index] = found.inode, found.device
-                self.stats.hashed_files += 1
+                hashes[row] = found.hash
+                read += 1
                 self.stats.hashed_bytes += found.size
+                if not same:
+                    moved[row] = found
                 continue
-            shown = columns["path"][index]
-            self.stats.problems.append(Problem(shown, str(problem), str(message)))
+            self.stats.problems.append(Problem(batch.column("path")[row].as_py(), str(problem),
+                                               str(message)))
             if problem == "vanished":
-                keep[index] = False
-            else:
-                status[index], errors[index] = str(problem), message
-        self.stats.reused_files += sum(
-            1 for k, c in zip(columns["kind"], columns["cached"], strict=True)
-            if k == "file" and c is not None
-        )
-        columns.pop("cached")
-        columns.update(hash=hashes, status=status, error=errors)
-        table = pa.Table.from_pydict(columns, schema=ENTRY_SCHEMA)
-        return table if all(keep) else table.filter(pa.array(keep))
+                drop.append(row)
+                continue
+            if status is None or errors is None:
+                status, errors = ["ok"] * batch.num_rows, [None] * batch.num_rows
+            status[row], errors[row] = str(problem), message
+        self.stats.hashed_files += read
+        files = pc.sum(pc.equal(batch.column("kind"), "file")).as_py() or 0
+        self.stats.reused_files += files - len(results)
+        if moved:
+            batch = _restat(batch, moved)
+        table = _entries(batch, pa.array(hashes, pa.string()), status, errors)
+        if drop:
+            keep = [True] * batch.num_rows
+            for row in drop:
+                keep[row] = False
+            table = table.filter(pa.array(keep))
+        return table
 
     def _report(self) -> None:
         report(
@@ -256,17 +288,52 @@ class HashPass:
         )
 
     def _flush_cache(self) -> None:
-        rows, self._cache_rows = self._cache_rows, []
+        fresh, self._fresh = self._fresh, []
         self._flushed_at = time.monotonic()
-        if rows:
-            store_cached_hashes(self.catalog, rows)
+        if fresh:
+            store_cached_hashes(
+                self.catalog, [(f.device, f.inode, f.size, f.mtime_ns, f.hash) for f in fresh]
+            )
 
 
-def _all_cached(batch: pa.RecordBatch) -> bool:
-    """Every regular file in the batch has a cached hash, so nothing needs reading."""
-    is_file = pc.equal(batch.column("kind"), "file")
-    uncached_files = pc.and_(is_file, pc.is_null(batch.column("cached")))
-    return not pc.any(uncached_files).as_py()
+def _found(part: list[_Result]) -> Iterator[FileHash]:
+    return (found for _row, found, _same, _problem, _message in part if found is not None)
+
+
+def _to_read(batch: pa.RecordBatch) -> pa.Array:
+    """Regular files without a cached hash: the ones to read."""
+    return pc.and_(pc.equal(batch.column("kind"), "file"), pc.is_null(batch.column("cached")))
+
+
+def _entries(
+    batch: pa.RecordBatch,
+    hashes: pa.Array,
+    status: list[str] | None,
+    errors: list[str | None] | None,
+) -> pa.Table:
+    """The plan batch as entry rows: its walk columns, the hashes, status and error."""
+    n = batch.num_rows
+    columns = [batch.column(f.name) for f in WALK_SCHEMA]
+    columns += [
+        batch.column("is_video"),
+        hashes,
+        pa.array(status if status is not None else ["ok"] * n, pa.string()),
+        pa.array(errors, pa.string()) if errors is not None else pa.nulls(n, pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=ENTRY_SCHEMA)
+
+
+def _restat(batch: pa.RecordBatch, moved: dict[int, FileHash]) -> pa.RecordBatch:
+    """Rows whose file was read as other than walked take the size, mtime and identity read."""
+    columns = {name: batch.column(name).to_pylist()
+               for name in ("size", "mtime_ns", "inode", "device")}
+    for row, found in moved.items():
+        columns["size"][row], columns["mtime_ns"][row] = found.size, found.mtime_ns
+        columns["inode"][row], columns["device"][row] = found.inode, found.device
+    for name, values in columns.items():
+        index = batch.schema.get_field_index(name)
+        batch = batch.set_column(index, name, pa.array(values, batch.schema.field(name).type))
+    return batch
 
 
 def store_cached_hashes(catalog: Catalog, rows: list[tuple[int, int, int, int, str]]) -> None:
@@ -281,8 +348,13 @@ def store_cached_hashes(catalog: Catalog, rows: list[tuple[int, int, int, int, s
             "hash": pa.array(digest, pa.string()),
         }
     )
-    with catalog.write() as con:
-        con.register("fresh", table)
+    with session.write(catalog) as con:
+        _store_cache_table(con, table)
+
+
+def _store_cache_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+    con.register("fresh", table)
+    try:
         con.execute(
             "DELETE FROM hash_cache USING fresh"
             " WHERE hash_cache.device = fresh.device AND hash_cache.inode = fresh.inode"
@@ -292,6 +364,7 @@ def store_cached_hashes(catalog: Catalog, rows: list[tuple[int, int, int, int, s
             " device, inode, size, mtime_ns, ?, hash FROM fresh",
             [HASHER],
         )
+    finally:
         con.unregister("fresh")
 
 

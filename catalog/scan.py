@@ -20,11 +20,11 @@ from pathlib import Path
 
 import duckdb
 
-from sneakernet.catalog import hashpass, probepass
+from sneakernet.catalog import hashpass, probepass, rescan, session
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
-from sneakernet.catalog.refs import check_dataset_name
+from sneakernet.catalog.refs import check_dataset_name, check_label
 from sneakernet.catalog.versions import CommitResult, check_label_free, commit_entries
 from sneakernet.catalog.walk import Problem, WalkResult, walk_to_parquet
 
@@ -76,9 +76,11 @@ def scan(
 ) -> ScanResult:
     """Scan `root` as `dataset`; record a version if anything changed."""
     check_dataset_name(dataset)
+    if label is not None:
+        check_label(label)  # a malformed label is refused before the catalog is touched
     root = _check_root(Path(root))
     workers = workers or default_workers()
-    with catalog.write() as con:  # a bad catalog or label fails now, not after the walk
+    with session.write(catalog) as con:  # a bad catalog or label fails now, not after the walk
         check_label_free(con, dataset, label)
     started = time.monotonic()
     result = ScanResult(dataset, os.fsdecode(root), None, None)
@@ -92,8 +94,17 @@ def scan(
             walked = _walk(catalog, root, work / "walk.parquet", progress)
         result.files, result.symlinks, result.bytes = walked.files, walked.symlinks, walked.bytes
         result.problems.extend(walked.problems)
-        with _timed(result, "plan"), catalog.write() as con:
-            hashpass.plan(con, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
+        with _timed(result, "plan"), session.write(catalog) as con:
+            same = None if rehash else rescan.unchanged(
+                con, dataset, work / "walk.parquet", walked=walked.files + walked.symlinks
+            )
+            if same is None:
+                hashpass.plan(con, work / "walk.parquet", work / "plan.parquet", rehash=rehash)
+        if same is not None:  # the usual rescan: nothing to hash, probe or record
+            result.previous, result.reused_files = same.version, walked.files
+            result.problems.extend(same.problems)
+            result.seconds = time.monotonic() - started
+            return result
         with _timed(result, "hash"):
             hashed = hashpass.HashPass(
                 catalog,
@@ -116,7 +127,7 @@ def scan(
             )
 
         # Nothing new to probe (the usual rescan): list and commit in one transaction.
-        with _timed(result, "commit"), catalog.write() as con:
+        with _timed(result, "commit"), session.write(catalog) as con:
             to_probe = probepass.list_unprobed(con, entries, todo)
             committed = None if to_probe else commit(con)
         if committed is None:
@@ -124,7 +135,7 @@ def scan(
                 result.probed_files = probepass.probe_all(
                     catalog, root, todo, total=to_probe, workers=workers, progress=progress
                 )
-            with _timed(result, "commit"), catalog.write() as con:
+            with _timed(result, "commit"), session.write(catalog) as con:
                 committed = commit(con)
     result.version, result.previous = committed.version, committed.previous
     result.files = committed.files

@@ -1,0 +1,175 @@
+"""The shape of a fast scan: what a rescan skips, how the catalog is held, how the walk reads.
+
+Speed itself is measured in bench/; these tests pin the behaviour that makes it
+fast and check that the short cuts give the same answers as the long way.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from sneakernet.catalog import hashpass, samples, walk
+from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.scan import scan
+
+
+def _tree(root: Path, files: int = 30) -> Path:
+    for i in range(files):
+        folder = root / f"d{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:03}.bin").write_bytes(os.urandom(100 + i))
+    os.symlink("d0/f000.bin", root / "link")
+    return root
+
+
+def _rows(catalog: Catalog, dataset: str) -> dict[str, tuple]:
+    with catalog.read() as con:
+        return {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT path, kind, size, hash, status, link_target FROM entries"
+                " WHERE dataset = ? AND version = (SELECT max(version) FROM versions"
+                " WHERE dataset = ?)",
+                [dataset, dataset],
+            ).fetchall()
+        }
+
+
+def _forbid(*_args, **_kwargs):
+    raise AssertionError("an unchanged rescan must not get here")
+
+
+def test_unchanged_rescan_neither_plans_nor_reads(tmp_path: Path, monkeypatch):
+    root = _tree(tmp_path / "tree")
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    first = scan(catalog, root, "ds")
+    monkeypatch.setattr(hashpass, "plan", _forbid)
+    monkeypatch.setattr(hashpass, "hash_file", _forbid)
+    again = scan(catalog, root, "ds")
+    assert again.version is None and again.previous == first.version == 1
+    assert (again.files, again.symlinks, again.bytes) == (first.files, 1, first.bytes)
+    assert again.reused_files == again.files and again.hashed_files == 0
+    assert not again.problems
+
+
+@pytest.mark.parametrize("change", ["content", "touch", "new", "gone", "relink"])
+def test_any_change_takes_the_full_path_with_its_exact_answer(tmp_path: Path, change: str):
+    root = _tree(tmp_path / "tree")
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    scan(catalog, root, "ds")
+    target = root / "d1" / "f001.bin"
+    if change == "content":  # same size, other bytes
+        target.write_bytes(os.urandom(target.stat().st_size))
+    elif change == "touch":  # same bytes, new mtime: no new version
+        os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
+    elif change == "new":
+        (root / "d2" / "extra.bin").write_bytes(b"extra")
+    elif change == "gone":
+        target.unlink()
+    else:
+        (root / "link").unlink()
+        os.symlink("d1/f001.bin", root / "link")
+    again = scan(catalog, root, "ds")
+    assert again.changed == (change != "touch")
+    rows = _rows(catalog, "ds")
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+    assert set(rows) == on_disk
+    for path, (kind, _size, digest, status, _link) in rows.items():
+        assert status == "ok"
+        if kind == "file":
+            assert digest == xxhash.xxh3_128_hexdigest((root / path).read_bytes())
+    assert rows["link"][4] == os.readlink(root / "link")
+
+
+def test_entry_that_was_not_read_fine_is_read_again(tmp_path: Path, monkeypatch):
+    root = _tree(tmp_path / "tree")
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    real = hashpass._hash_one
+
+    def changing_once(path, buffer, expected):
+        if os.fsdecode(path).endswith("f005.bin"):
+            return None, "changing", "changed while being read; not recorded with a hash"
+        return real(path, buffer, expected)
+
+    monkeypatch.setattr(hashpass, "_hash_one", changing_once)
+    scan(catalog, root, "ds")
+    assert _rows(catalog, "ds")["d1/f005.bin"][3] == "changing"
+    monkeypatch.setattr(hashpass, "_hash_one", real)
+    again = scan(catalog, root, "ds")  # the tree did not change, the entry did
+    assert again.version == 2 and again.hashed_files == 1
+    row = _rows(catalog, "ds")["d1/f005.bin"]
+    assert row[3] == "ok" and row[2] == xxhash.xxh3_128_hexdigest(
+        (root / "d1" / "f005.bin").read_bytes()
+    )
+
+
+def test_unchanged_rescan_reports_broken_videos_as_the_first_scan_did(tmp_path: Path):
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mkv").write_text("not a matroska file\n" * 10)
+    samples.write_clip(root / "good.mp4", samples.ClipSpec("good.mp4", "libx264", frames=5))
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    first = scan(catalog, root, "vids")
+    again = scan(catalog, root, "vids")
+    assert again.version is None and again.probed_files == 0
+    broken = sorted((p.path, p.message) for p in first.problems if p.kind == "broken-video")
+    assert [path for path, _ in broken] == ["text.mkv", "zero.mp4"]
+    assert sorted((p.path, p.message) for p in again.problems) == broken
+
+
+def test_scan_opens_no_duckdb_instance_per_transaction(tmp_path: Path, monkeypatch):
+    """Each transaction of a scan attaches the catalog file to one per-process DuckDB."""
+    root = _tree(tmp_path / "tree")
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    catalog.ensure_schema()
+    monkeypatch.setattr(Catalog, "_connect", _forbid)
+    assert scan(catalog, root, "ds").version == 1
+    (root / "d0" / "new.bin").write_bytes(b"new")
+    assert scan(catalog, root, "ds").version == 2
+    assert scan(catalog, root, "ds").version is None
+
+
+def test_scan_waits_for_a_catalog_held_elsewhere_in_this_process(tmp_path: Path):
+    root = _tree(tmp_path / "tree")
+    catalog = Catalog(tmp_path / "cat.duckdb", timeout=30)
+    catalog.ensure_schema()
+    held = threading.Event()
+
+    def hold() -> None:
+        with catalog.write():
+            held.set()
+            time.sleep(0.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    started = time.monotonic()
+    result = scan(catalog, root, "ds")
+    holder.join()
+    assert result.version == 1
+    assert time.monotonic() - started >= 0.3  # it waited for the holder, then went on
+
+
+def test_walk_reads_big_folders_in_chunks_and_finds_everything(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(walk, "CHUNK_ENTRIES", 3)
+    root = tmp_path / "tree"
+    for i in range(40):
+        folder = root / "a" / ("b" if i % 3 else "c") / ("deep" if i % 5 == 0 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i}").write_bytes(b"x" * i)
+    os.symlink("a/b", root / "to_b")
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    result = scan(catalog, root, "ds")
+    rows = _rows(catalog, "ds")
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if p.is_symlink() or p.is_file()}
+    assert set(rows) == on_disk and result.files == 40 and result.symlinks == 1
+    assert rows["to_b"][0] == "symlink" and rows["to_b"][4] == "a/b"
+    assert result.bytes == sum(range(40))
