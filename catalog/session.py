@@ -52,6 +52,19 @@ def _shared_instance() -> duckdb.DuckDBPyConnection:
         return _instance
 
 
+def close_shared() -> None:
+    """Drop the shared instance and its buffer pool; the next session makes a new one.
+
+    For long-running callers (the watcher): between scans the pool would
+    otherwise keep the last scan's peak resident.
+    """
+    global _instance
+    with _guard:
+        if _instance is not None and _instance_pid == os.getpid():
+            _instance.close()
+        _instance = None
+
+
 def _path_lock(path: str) -> threading.Lock:
     with _guard:
         return _path_locks.setdefault(path, threading.Lock())

@@ -30,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 from watchdog.observers.api import BaseObserver
 
+from sneakernet.catalog import session
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import CatalogBusyError, SourceError
 from sneakernet.catalog.hashing import FileHash
@@ -390,6 +391,7 @@ def _release_memory() -> None:
     A scan's peak is brief, but Arrow's pool and glibc's heap keep freed pages
     mapped; a watcher lives for weeks and should idle at its own size.
     """
+    session.close_shared()  # DuckDB's buffer pool would keep the scan's peak resident
     pa.default_memory_pool().release_unused()
     with suppress(OSError, AttributeError):  # not glibc: its allocator keeps its own counsel
         ctypes.CDLL(None).malloc_trim(0)
