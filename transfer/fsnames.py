@@ -18,6 +18,9 @@ WINDOWS_FS = frozenset({"exfat", "vfat", "msdos", "fat", "ntfs", "ntfs3", "fuseb
 CASE_INSENSITIVE_FS = WINDOWS_FS
 _ILLEGAL = re.compile(r'[:?*"<>|\x00-\x1f\\]')
 _RESERVED = re.compile(r"(?i)(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?")
+# Anything _check_component could object to in a short ASCII path: an illegal
+# character, a name ending in a dot or a space, a name that may be reserved.
+_SUSPECT = re.compile(r'[:?*"<>|\x00-\x1f\\]|[. ](?:/|$)|(?i:(?:^|/)(?:CON|PRN|AUX|NUL|COM|LPT))')
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,12 @@ def portable(fs_type: str) -> bool:
 
 def check_path(path: str, size: int, fs_type: str) -> list[NameProblem]:
     """What is wrong with one drive path on `fs_type` (an empty list if nothing)."""
+    if len(path) <= MAX_COMPONENT and path.isascii() and not _SUSPECT.search(path):
+        # The common case, without a look at each name: no name can be too long
+        # (in bytes or UTF-16 units) when the whole path is 255 ASCII characters.
+        if size > FAT32_MAX_FILE and fs_type in ("vfat", "msdos", "fat"):
+            return [NameProblem(path, _FAT32_TOO_BIG, True)]
+        return []
     strict = portable(fs_type)
     problems = []
     encoded = path.encode("utf-8", "surrogateescape")
@@ -41,12 +50,11 @@ def check_path(path: str, size: int, fs_type: str) -> list[NameProblem]:
     for part in path.split("/"):
         problems.extend(_check_component(path, part, strict))
     if size > FAT32_MAX_FILE and fs_type in ("vfat", "msdos", "fat"):
-        problems.append(
-            NameProblem(
-                path, "file is over FAT32's 4 GiB limit (reformat the drive as exFAT)", True
-            )
-        )
+        problems.append(NameProblem(path, _FAT32_TOO_BIG, True))
     return problems
+
+
+_FAT32_TOO_BIG = "file is over FAT32's 4 GiB limit (reformat the drive as exFAT)"
 
 
 def _check_component(path: str, part: str, strict: bool) -> list[NameProblem]:

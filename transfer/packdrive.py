@@ -73,56 +73,8 @@ def pack_drive(
     partial = root / fmt.PARTIAL_DIR
     partial.mkdir(parents=True, exist_ok=True)
     buffer = bytearray(copier.BUFFER_SIZE)
-    try:
-        for batch in pq.ParquetFile(files).iter_batches(batch_size=4096):
-            for row in batch.to_pylist():
-                if stop.is_set():
-                    raise Interrupted
-                if not _pack_one(root, partial, row, outcome, buffer, tick, stop):
-                    return outcome
-    finally:
-        outcome.seconds = time.monotonic() - started
-    return outcome
-
-
-def _pack_one(
-    root: Path,
-    partial: Path,
-    row: dict,
-    outcome: DriveOutcome,
-    buffer: bytearray,
-    tick: Tick,
-    stop: threading.Event,
-) -> bool:
-    """Put one file on the drive; False when the drive is full and packing it must stop."""
-    final = root / row["drive_path"]
-    try:
-        info = os.lstat(final)
-    except FileNotFoundError:
-        pass
-    else:
-        if stat.S_ISREG(info.st_mode) and info.st_size == row["size"]:
-            outcome.present_files += 1
-            tick(1, row["size"])
-            return True
-        outcome.problems.append(
-            FileProblem(
-                row["drive_path"], "clash", "the drive already holds something else at this path"
-            )
-        )
-        return True
-    source = os.path.join(row["root"] or "", row["path"])
-    try:
-        src = os.open(source, READ_FLAGS)
-    except FileNotFoundError:
-        outcome.problems.append(FileProblem(row["drive_path"], "missing-source", source))
-        return True
-    except OSError as exc:
-        outcome.problems.append(
-            FileProblem(row["drive_path"], "unreadable", f"{source}: {exc.strerror}")
-        )
-        return True
-    tmp = partial / f"{row['hash']}.part"
+    batch = copier.Batch(partial, readback=True)
+    there = _OnDrive(str(root))
 
     def on_bytes(n: int) -> None:
         if stop.is_set():
@@ -130,45 +82,143 @@ def _pack_one(
         tick(0, n)
 
     try:
-        result = copier.copy_verified(
+        for rows in pq.ParquetFile(files).iter_batches(batch_size=4096, columns=_COLUMNS):
+            for row in rows.to_pylist():
+                if stop.is_set():
+                    raise Interrupted
+                item = _pack_one(there, str(partial), row, outcome, buffer, tick, on_bytes)
+                if item is _FULL_STOP:
+                    _count(batch.drain(), outcome, tick)
+                    return outcome
+                if item is not None:
+                    batch.add(item)
+                    if batch.full:
+                        _count(batch.submit(), outcome, tick)
+        _count(batch.drain(), outcome, tick)
+    finally:
+        batch.close()
+        outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+_COLUMNS = ["drive_path", "size", "hash", "mtime_ns", "root", "path"]
+_FULL_STOP = object()
+_CLASH = "the drive already holds something else at this path"
+
+
+class _OnDrive:
+    """What a folder of the drive already holds, listed once per folder.
+
+    The file list is in path order, so a folder's files come together; one
+    listing answers "is it there already?" for all of them (on a fresh drive:
+    one failed open per folder instead of a failed lstat per file).
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.folder: str | None = None
+        self.names: frozenset[str] | set[str] = frozenset()
+
+    def holds(self, drive_path: str) -> bool:
+        folder, _, name = drive_path.rpartition("/")
+        if folder != self.folder:
+            try:
+                self.names = set(os.listdir(f"{self.root}/{folder}" if folder else self.root))
+            except (FileNotFoundError, NotADirectoryError):
+                self.names = frozenset()
+            self.folder = folder
+        return name in self.names
+
+
+def _pack_one(
+    there: _OnDrive,
+    partial: str,
+    row: dict,
+    outcome: DriveOutcome,
+    buffer: bytearray,
+    tick: Tick,
+    on_bytes: Callable[[int], None],
+) -> copier.Pending | object | None:
+    """Copy one file to its temporary name on the drive.
+
+    Returns the pending copy (for the batch to sync, read back and name), None
+    when there is nothing to finish (already on the drive, or a problem was
+    recorded), or _FULL_STOP when the drive is full and packing it must stop.
+    """
+    drive_path, size = row["drive_path"], row["size"]
+    final = f"{there.root}/{drive_path}"
+    if there.holds(drive_path):
+        try:
+            info = os.lstat(final)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISREG(info.st_mode) and info.st_size == size:
+                outcome.present_files += 1
+                tick(1, size)
+            else:
+                outcome.problems.append(FileProblem(drive_path, "clash", _CLASH))
+            return None
+    source = os.path.join(row["root"] or "", row["path"])
+    try:
+        src = os.open(source, READ_FLAGS)
+    except FileNotFoundError:
+        outcome.problems.append(FileProblem(drive_path, "missing-source", source))
+        return None
+    except OSError as exc:
+        outcome.problems.append(FileProblem(drive_path, "unreadable", f"{source}: {exc.strerror}"))
+        return None
+    tmp = f"{partial}/{row['hash']}.part"
+    try:
+        out, result = copier.start_copy(
             src,
             tmp,
-            size=row["size"],
+            size=size,
             digest=row["hash"],
             buffer=buffer,
-            readback=True,
-            on_bytes=on_bytes,
+            # Progress (and a stop request) within a file only for big ones; a small
+            # file's bytes are counted with it when its batch is finished.
+            on_bytes=on_bytes if size >= len(buffer) else None,
+            mtime_ns=row["mtime_ns"],
         )
-        os.utime(tmp, ns=(row["mtime_ns"], row["mtime_ns"]))
-        copier.place(tmp, final)
     except copier.SourceMismatch as exc:
         outcome.problems.append(
-            FileProblem(
-                row["drive_path"], "changed", f"the source changed since it was scanned: {exc}"
-            )
+            FileProblem(drive_path, "changed", f"the source changed since it was scanned: {exc}")
         )
-        return True
-    except copier.CopyCorrupt as exc:
-        outcome.problems.append(FileProblem(row["drive_path"], "corrupt-copy", str(exc)))
-        return True
-    except FileExistsError:
-        outcome.problems.append(
-            FileProblem(
-                row["drive_path"], "clash", "the drive already holds something else at this path"
-            )
-        )
-        return True
+        return None
     except OSError as exc:
         if exc.errno in _FULL:
             outcome.full = True
-            outcome.full_detail = f"{exc.strerror} while writing {row['drive_path']}"
-            return False
-        outcome.problems.append(FileProblem(row["drive_path"], "io-error", f"{exc.strerror}"))
-        return True
+            outcome.full_detail = f"{exc.strerror} while writing {drive_path}"
+            return _FULL_STOP
+        outcome.problems.append(FileProblem(drive_path, "io-error", f"{exc.strerror}"))
+        return None
     finally:
         os.close(src)
-    outcome.copied_files += 1
-    outcome.copied_bytes += result.copied
-    outcome.reused_bytes += result.reused
-    tick(1, result.reused)
-    return True
+    return copier.Pending(out, tmp, final, size, row["hash"], result, drive_path)
+
+
+def _count(items: list[copier.Pending], outcome: DriveOutcome, tick: Tick) -> None:
+    """Record the outcome of each copy a batch finished (named, or why not)."""
+    files = ticked = 0
+    for item in items:
+        exc, drive_path = item.error, item.token
+        if exc is None:
+            outcome.copied_files += 1
+            outcome.copied_bytes += item.result.copied
+            outcome.reused_bytes += item.result.reused
+            files += 1
+            ticked += item.result.reused
+            if item.size < copier.BUFFER_SIZE:  # its bytes were not counted while copying
+                ticked += item.result.copied
+        elif isinstance(exc, copier.CopyCorrupt):
+            outcome.problems.append(FileProblem(drive_path, "corrupt-copy", str(exc)))
+        elif isinstance(exc, FileExistsError):
+            outcome.problems.append(FileProblem(drive_path, "clash", _CLASH))
+        elif isinstance(exc, OSError) and exc.errno in _FULL:
+            outcome.full = True
+            outcome.full_detail = f"{exc.strerror} while writing {drive_path}"
+        else:
+            outcome.problems.append(FileProblem(drive_path, "io-error", f"{exc.strerror}"))
+    if files or ticked:
+        tick(files, ticked)

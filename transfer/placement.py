@@ -22,7 +22,7 @@ from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.transfer import copier
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.errors import DriveError
-from sneakernet.transfer.fsio import open_inside
+from sneakernet.transfer.fsio import FolderCache
 from sneakernet.transfer.packdrive import FileProblem
 
 FLUSH_SECONDS = 5.0
@@ -40,43 +40,58 @@ class Placer:
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.catalog, self.drive, self.store, self.outcome = catalog, drive, store, outcome
-        self.on_bytes = on_bytes
+        self.on_bytes = on_bytes  # called as bytes are read, so a stop need not wait a file
         self.partial = store / fmt.PARTIAL_DIR
         self.partial.mkdir(parents=True, exist_ok=True)
         self.buffer = bytearray(copier.BUFFER_SIZE)
         self.cache_rows: list[tuple[int, int, int, int, str]] = []
         self.flushed = time.monotonic()
+        self.batch = copier.Batch(self.partial, readback=False)
+        self.waiting: set[str] = set()  # targets of copies in a batch not yet finished
+        self.waiting_hashes: set[str] = set()  # ... and their content (one temporary name each)
+        self.linked: list[str] = []  # folders of links whose names are not yet durable
+        self.store_text, self.partial_text = str(store), str(self.partial)
+        self.folders = FolderCache(drive)  # the drive's files are read in path order
         # Store files whose bytes this run proved (copied, or re-hashed): safe to link to.
-        # Bounded by the drive's own carried files, which are written first.
         self.proven: dict[str, str] = {}
 
     def place(self, row: tuple, *, own_drive: bool) -> int:
-        """Place one entry; returns the bytes read for it not yet passed to `on_bytes`."""
+        """Place one entry; returns the bytes read for it not yet passed to `on_bytes`.
+
+        Copies finish in batches (made durable together, then named): `flush`
+        finishes the last one.
+        """
         dataset, version, path, digest, _, drive_path, size, mtime_ns, store_copy = row
-        target = self.store / dataset / str(version) / path
-        if not _inside(self.store, target):
+        target = f"{self.store_text}/{dataset}/{version}/{path}"
+        if not _inside(self.store_text, target):
             self._problem(drive_path, "hostile", f"{target} is outside the store; not written")
             return 0
         if os.path.lexists(target):
-            return self._confirm(target, digest, size, mtime_ns, drive_path)
-        source = self._linkable(store_copy, size) or self._proven_copy(
-            str(self.store / drive_path), digest, size
-        )
+            return self._confirm(Path(target), digest, size, mtime_ns, drive_path)
+        own_copy = f"{self.store_text}/{drive_path}"
+        if self.waiting and (store_copy in self.waiting or own_copy in self.waiting):
+            self._finish(self.batch.drain())  # link to it once it has its name
+        source = self._linkable(store_copy, size) or self._proven_copy(own_copy, digest, size)
         if source is not None:
             try:
-                copier.link_no_replace(Path(source), target)
+                copier.link_no_replace(Path(source), Path(target), durable=False)
             except FileExistsError:
-                return self._clash(target, drive_path)
+                return self._clash(Path(target), drive_path)
             self.outcome.linked_files += 1
+            self.linked.append(os.path.dirname(target))
+            if len(self.linked) >= copier.BATCH_FILES:
+                self._sync_links()
             return 0
         if not own_drive:
             self.outcome.waiting_files += 1
             return 0
         return self._copy(target, digest, size, mtime_ns, drive_path)
 
-    def _copy(self, target: Path, digest: str, size: int, mtime_ns: int, drive_path: str) -> int:
+    def _copy(self, target: str, digest: str, size: int, mtime_ns: int, drive_path: str) -> int:
+        if digest in self.waiting_hashes:  # its temporary name is taken until that batch ends
+            self._finish(self.batch.drain())
         try:
-            src = open_inside(self.drive, drive_path)
+            src = self.folders.open(drive_path)
         except OSError as exc:
             self._check_drive_present()
             if exc.errno in _NOT_A_FILE:  # as verify words it: never followed, never opened
@@ -85,33 +100,52 @@ class Placer:
             else:
                 self._problem(drive_path, "unreadable", exc.strerror or str(exc))
             return 0
-        tmp = self.partial / f"{digest}.part"
+        tmp = f"{self.partial_text}/{digest}.part"
         try:
-            result = copier.copy_verified(
-                src, tmp, size=size, digest=digest, buffer=self.buffer, readback=False,
+            out, result = copier.start_copy(
+                src,
+                tmp,
+                size=size,
+                digest=digest,
+                buffer=self.buffer,
+                mtime_ns=mtime_ns,
+                mode=READ_ONLY,
                 on_bytes=self.on_bytes,
             )
-            os.chmod(tmp, READ_ONLY)
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-            copier.place(tmp, target)
         except copier.SourceMismatch as exc:
             self._check_drive_present()
             self._problem(drive_path, "corrupt", f"the drive's copy {exc}; not ingested")
             return 0
-        except FileExistsError:
-            tmp.unlink(missing_ok=True)
-            return self._clash(target, drive_path)
         except OSError as exc:
             self._check_drive_present()
             self._problem(drive_path, "unreadable", exc.strerror or str(exc))
             return 0
         finally:
             os.close(src)
-        self.outcome.copied_files += 1
-        self.outcome.copied_bytes += result.copied
-        self.outcome.reused_bytes += result.reused
-        self._remember(target, digest)
+        self.batch.add(copier.Pending(out, tmp, target, size, digest, result, drive_path))
+        self.waiting.add(target)
+        self.waiting_hashes.add(digest)
+        if self.batch.full:
+            self._finish(self.batch.submit())
         return 0 if self.on_bytes else size
+
+    def _finish(self, items: list[copier.Pending]) -> None:
+        """Record each copy a batch finished: named in the store, or why not."""
+        for item in items:
+            self.waiting.discard(item.final)
+            self.waiting_hashes.discard(item.digest)
+            exc = item.error
+            if exc is None:
+                self.outcome.copied_files += 1
+                self.outcome.copied_bytes += item.result.copied
+                self.outcome.reused_bytes += item.result.reused
+                self._remember(item.final, item.digest)
+            elif isinstance(exc, FileExistsError):
+                Path(item.tmp).unlink(missing_ok=True)
+                self._clash(Path(item.final), item.token)
+            else:
+                self._check_drive_present()
+                self._problem(item.token, "unreadable", getattr(exc, "strerror", None) or str(exc))
 
     def _confirm(self, target: Path, digest: str, size: int, mtime_ns: int, drive_path: str) -> int:
         """A file already at the target: ours from an earlier run, or a clash.
@@ -178,24 +212,43 @@ class Placer:
     def _problem(self, path: str, outcome: str, detail: str) -> None:
         self.outcome.problems.append(FileProblem(path, outcome, detail))
 
-    def _remember(self, target: Path, digest: str) -> None:
+    def _remember(self, target: Path | str, digest: str) -> None:
         self.proven[str(target)] = digest
         info = os.lstat(target)
         self.cache_rows.append((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, digest))
         if time.monotonic() - self.flushed > FLUSH_SECONDS:
-            self.flush()
+            self._flush_cache()
 
     def flush(self) -> None:
-        """New store files go into the hash cache: a later scan of the store reads nothing."""
+        """Finish the copies in flight; new store files go into the hash cache.
+
+        (So a later scan of the store reads nothing.)
+        """
+        try:
+            self._finish(self.batch.drain())
+        finally:
+            self.folders.close()
+            self.batch.close()
+            self.batch = copier.Batch(self.partial, readback=False)
+        self._sync_links()
+        self._flush_cache()
+
+    def _sync_links(self) -> None:
+        linked, self.linked = self.linked, []
+        for parent, exc in copier.sync_names(self.store, linked):
+            where = os.path.relpath(parent, self.store)
+            self._problem(where, "unreadable", f"cannot make its new links durable: {exc}")
+
+    def _flush_cache(self) -> None:
         if self.cache_rows:
             store_cached_hashes(self.catalog, self.cache_rows)
             self.cache_rows = []
         self.flushed = time.monotonic()
 
 
-def _inside(store: Path, target: Path) -> bool:
+def _inside(store: str, target: str) -> bool:
     """A second line of defence behind the manifest checks: never write outside the store."""
-    return os.path.commonpath([store, os.path.normpath(target)]) == str(store)
+    return os.path.commonpath([store, os.path.normpath(target)]) == store
 
 
 def _hash_of(path: Path) -> str:

@@ -17,6 +17,8 @@ from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.fsio import atomic_write
 from sneakernet.transfer.shipment import INDEX_SQL, ShipmentRecord
 
+SEAL_MEMORY = "160MB"
+
 _MANIFEST_SQL = """
 SELECT se.drive_path, se.size, e.mtime_ns, se.hash, se.dataset, se.version, se.path,
        m.container, m.codec, m.width, m.height, m.fps, m.duration, m.frames
@@ -62,6 +64,10 @@ def seal_drive(
 ) -> str:
     """Write the finished metadata of drive `number` and seal it; returns the seal."""
     with catalog.read() as con:
+        # The index of a million-file shipment is sorted in the catalog's memory,
+        # which comes on top of a process that already holds Arrow and DuckDB:
+        # a smaller budget (DuckDB spills the rest) keeps the peak flat.
+        con.execute(f"SET memory_limit = '{SEAL_MEMORY}'")
         _write_parquet(con, root, fmt.INDEX_FILE, INDEX_SQL, [record.shipment_id])
         files, size, unlisted = _write_manifests(con, root, record.shipment_id, number)
         _write_parquet(con, root, fmt.MEDIA_FILE, _MEDIA_SQL, [record.shipment_id])

@@ -8,6 +8,7 @@ seal. Several drives are checked at once, one reader per drive.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import walk_to_parquet
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.errors import DriveError
-from sneakernet.transfer.fsio import open_inside
+from sneakernet.transfer.fsio import FolderCache
 from sneakernet.transfer.packdrive import FileProblem as Finding
 
 OUTCOMES = ("ok", "missing", "corrupt", "extra", "unreadable")
@@ -203,18 +204,25 @@ def _compare(
         )
         cursor = con.cursor()
         cursor.execute(candidates)
-        buffer = bytearray(BUFFER_SIZE)
-        while rows := cursor.fetchmany(4096):
-            for drive_path, size, digest in rows:
+        checker = _Checker(root)
+        try:
+            while rows := cursor.fetchmany(4096):
                 if stop.is_set():
                     return
                 if fast:
-                    rep.counts["ok"] += 1
+                    rep.counts["ok"] += len(rows)
                 else:
-                    _hash_check(root, rep, drive_path, size, digest, buffer)
+                    for drive_path, outcome, detail, nread in checker.check(rows):
+                        rep.bytes_read += nread
+                        if outcome == "ok":
+                            rep.counts["ok"] += 1
+                        else:
+                            rep.add(outcome, drive_path, detail)
                 with lock:
-                    done[0] += 1
-                    done[2] += 0 if fast else size
+                    done[0] += len(rows)
+                    done[2] += 0 if fast else sum(row[1] for row in rows)
+        finally:
+            checker.close()
     finally:
         con.close()
 
@@ -249,31 +257,110 @@ def _differences(con: duckdb.DuckDBPyConnection, rep: DriveReport) -> None:
                 rep.add(outcome, path, detail)
 
 
-def _hash_check(
-    root: Path, rep: DriveReport, drive_path: str, size: int, digest: str, buffer: bytearray
-) -> None:
-    try:
-        fd = open_inside(root, drive_path)
-    except OSError as exc:
-        rep.add("unreadable", drive_path, exc.strerror or str(exc))
-        return
-    hasher = xxhash.xxh3_128()
-    view = memoryview(buffer)
-    total = 0
-    try:
-        while n := os.readv(fd, [view]):
-            hasher.update(view[:n])
-            total += n
-    except OSError as exc:
-        rep.add("unreadable", drive_path, exc.strerror or str(exc))
-        return
-    finally:
-        os.close(fd)
-    rep.bytes_read += total
-    found = hasher.hexdigest()
-    if total != size:
-        rep.add("corrupt", drive_path, f"read {total} bytes, manifest says {size}")
-    elif found != digest:
-        rep.add("corrupt", drive_path, f"content hash {found}, manifest says {digest}")
-    else:
-        rep.counts["ok"] += 1
+THREADS = 2
+CHUNK_FILES = 64  # files handed to a thread at once (in path order) ...
+CHUNK_BYTES = 32 << 20  # ... and at most this many bytes, so big files spread too
+_NOWAIT = getattr(os, "RWF_NOWAIT", None)
+_WOULD_BLOCK = (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL)
+
+Checked = tuple[str, str, str, int]  # drive path, outcome, detail, bytes read
+
+
+class _Checker:
+    """Hashes the files of a drive in two threads, yet with one reader of the device.
+
+    A thread reads with RWF_NOWAIT, which only returns what the page cache
+    already holds; at the first read that would go to the device it takes the
+    drive's lock and keeps it to the end of its chunk. So cached data (a drive
+    just packed, or read twice) is hashed on two cores (xxhash and reads release
+    the GIL), while the drive itself still sees one sequential reader, which a
+    rotational disk needs. Without RWF_NOWAIT (not Linux): one thread.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.threads = THREADS if _NOWAIT is not None else 1
+        self.pool = ThreadPoolExecutor(self.threads, "sneakernet-verify")
+        self.device = threading.Lock()
+        self.local = threading.local()
+        self.opened: list[FolderCache] = []
+
+    def check(self, rows: list[tuple[str, int, str]]) -> list[Checked]:
+        if self.threads == 1:
+            return self._chunk(rows, nowait=False)
+        chunks, chunk, size = [], [], 0
+        for row in rows:
+            chunk.append(row)
+            size += row[1]
+            if len(chunk) >= CHUNK_FILES or size >= CHUNK_BYTES:
+                chunks.append(chunk)
+                chunk, size = [], 0
+        if chunk:
+            chunks.append(chunk)
+        return [found for part in self.pool.map(self._chunk, chunks) for found in part]
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for folders in self.opened:
+            folders.close()
+
+    def _chunk(self, rows: list[tuple[str, int, str]], nowait: bool = True) -> list[Checked]:
+        local = self.local
+        if not hasattr(local, "folders"):
+            local.folders = FolderCache(self.root)
+            local.view = memoryview(bytearray(BUFFER_SIZE))
+            self.opened.append(local.folders)
+        holding = not nowait
+        try:
+            found = []
+            for drive_path, size, digest in rows:
+                result, holding = self._one(local, drive_path, size, digest, holding)
+                found.append(result)
+            return found
+        finally:
+            if holding and nowait:
+                self.device.release()
+
+    def _one(
+        self, local, drive_path: str, size: int, digest: str, holding: bool
+    ) -> tuple[Checked, bool]:
+        """Hash one file; (the outcome, whether this thread now holds the device)."""
+        try:
+            fd = local.folders.open(drive_path)
+        except OSError as exc:
+            return (drive_path, "unreadable", exc.strerror or str(exc), 0), holding
+        hasher = xxhash.xxh3_128()
+        view = local.view
+        total = 0
+        try:
+            while True:
+                want = view[: size + 1 - total] if size - total < len(view) else view
+                if holding:
+                    n = os.preadv(fd, [want], total)
+                else:
+                    try:
+                        n = os.preadv(fd, [want], total, _NOWAIT)
+                    except OSError as exc:
+                        if exc.errno not in _WOULD_BLOCK:
+                            raise
+                        # Not in the page cache (or no RWF_NOWAIT here): the drive's turn.
+                        self.device.acquire()
+                        holding = True
+                        n = os.preadv(fd, [want], total)
+                if n == 0:
+                    break
+                hasher.update(view[:n])
+                total += n
+        except OSError as exc:
+            return (drive_path, "unreadable", exc.strerror or str(exc), total), holding
+        finally:
+            os.close(fd)
+        found = hasher.hexdigest()
+        if total != size:
+            return (drive_path, "corrupt", f"read {total} bytes, manifest says {size}", total), (
+                holding
+            )
+        if found != digest:
+            detail = f"content hash {found}, manifest says {digest}"
+            return (drive_path, "corrupt", detail, total), holding
+        return (drive_path, "ok", "", total), holding
