@@ -26,6 +26,7 @@ from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.scan import scan
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer import fsio
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.ingest import ingest
@@ -118,7 +119,7 @@ def findings(report) -> dict[str, list[tuple[str, str]]]:
 def test_golden_drive_is_well_formed(drive):
     """The contract the damage below is measured against: the golden drive is well formed."""
     for name in (fmt.MANIFEST_FILE, fmt.INDEX_FILE, fmt.MEDIA_FILE):
-        assert pq.read_schema(drive / name).equals(fmt.arrow_schema(name))
+        assert pq.read_schema(drive / name).equals(manifests.arrow_schema(name))
     assert fmt.check_seal(drive)[1] == []
 
 

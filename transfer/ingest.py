@@ -25,6 +25,7 @@ from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.packdrive import FileProblem
 from sneakernet.transfer.placement import Placer
@@ -140,7 +141,7 @@ def _open_drive(root: Path) -> fmt.DriveInfo:
             hint="the manifests were edited or damaged; nothing was ingested. "
             "Ask the sending site to re-pack this drive",
         )
-    fmt.declared_versions(info)
+    manifests.declared_versions(info)
     return fmt.DriveInfo(root, info.doc, seal)
 
 
@@ -154,7 +155,7 @@ def _ingest_drive(
 ) -> DriveIngest:
     started = time.monotonic()
     outcome = DriveIngest(str(root), info.label, info.number, info.of, info.shipment_name)
-    index = fmt.export_drive(info, work)[fmt.INDEX_FILE]
+    index = manifests.export_drive(info, work)[fmt.INDEX_FILE]
     remember_drive(catalog, root, info, index)
     con = duckdb.connect(str(work / "ingest.duckdb"), config={"memory_limit": "256MB"})
     try:

@@ -24,6 +24,7 @@ from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.ingest import IngestResult, ingest
 from sneakernet.transfer.receive_report import write_report
@@ -214,7 +215,7 @@ class DriveReceiver:
             # learns the shipment and its history, so `sneakernet shipments` lists it as
             # rejected until someone sees to it.
             with tempfile.TemporaryDirectory(prefix="sneakernet-receive-") as tmp:
-                index = fmt.export_drive(info, Path(tmp))[fmt.INDEX_FILE]
+                index = manifests.export_drive(info, Path(tmp))[fmt.INDEX_FILE]
                 remember_drive(self.catalog, root, info, index)
         findings = sum(v for k, v in report.counts.items() if k != "ok")
         details = {"findings": findings, "seal_ok": report.seal_ok, "error": report.error,
@@ -379,7 +380,7 @@ def _needs_received(events: list[dict]) -> bool:
 def _missing_in_store(root: Path, store: Path) -> int:
     """How many files the drive carries that are not in the store (by name and size)."""
     missing = 0
-    for batch in fmt.read_manifest(root, fmt.MANIFEST_FILE):
+    for batch in manifests.read_manifest(root, fmt.MANIFEST_FILE):
         columns = batch.select(["dataset", "version", "path", "size"]).to_pydict()
         for dataset, version, path, size in zip(*columns.values(), strict=True):
             try:

@@ -84,7 +84,7 @@ def register_complete_versions(
 
     `blocked` names versions (dataset@version) with a clash or a corrupt file.
     """
-    index = work / Path(fmt.INDEX_FILE).name  # as driveformat.export_drive left them
+    index = work / Path(fmt.INDEX_FILE).name  # as manifests.export_drive left them
     registered, waiting = [], []
     site = info.doc["shipment"]["from_site"]
     for version in info.doc["versions"]:

@@ -14,6 +14,7 @@ import duckdb
 
 from sneakernet.catalog.db import Catalog
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.fsio import atomic_write
 from sneakernet.transfer.shipment import INDEX_SQL, ShipmentRecord
 
@@ -91,7 +92,7 @@ def seal_drive(
 def _write_parquet(
     con: duckdb.DuckDBPyConnection, root: Path, name: str, sql: str, params: list
 ) -> None:
-    writer = fmt.ManifestWriter(root, name)
+    writer = manifests.ManifestWriter(root, name)
     try:
         for batch in con.cursor().sql(sql, params=params).to_arrow_reader(65536):
             writer.write(batch)
@@ -105,7 +106,7 @@ def _write_manifests(
     con: duckdb.DuckDBPyConnection, root: Path, shipment_id: str, number: int
 ) -> tuple[int, int, int]:
     """manifest.parquet and MANIFEST.xxh128 in one pass; (files, bytes, names xxhsum can't take)."""
-    writer = fmt.ManifestWriter(root, fmt.MANIFEST_FILE)
+    writer = manifests.ManifestWriter(root, fmt.MANIFEST_FILE)
     files = size = unlisted = 0
     lines: list[str] = []
     plain_tmp = root / (fmt.PLAIN_MANIFEST + ".sneakernet-tmp")

@@ -24,6 +24,7 @@ from sneakernet.catalog.db import sql_path
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import walk_to_parquet
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.fsio import FolderCache
 from sneakernet.transfer.packdrive import FileProblem as Finding
@@ -177,7 +178,7 @@ def _compare(
     stop: threading.Event,
 ) -> None:
     root = info.root
-    manifest = fmt.export_drive(info, work)[fmt.MANIFEST_FILE]
+    manifest = manifests.export_drive(info, work)[fmt.MANIFEST_FILE]
     real = Path(os.path.realpath(root))
     walked = walk_to_parquet(real, work / "walk.parquet", exclude=[real / fmt.META_DIR])
     for problem in walked.problems:
