@@ -78,7 +78,7 @@ def scan(
     check_dataset_name(dataset)
     if label is not None:
         check_label(label)  # a malformed label is refused before the catalog is touched
-    root = _check_root(Path(root))
+    root = check_root(Path(root))
     workers = workers or default_workers()
     with session.write(catalog) as con:  # a bad catalog or label fails now, not after the walk
         check_label_free(con, dataset, label)
@@ -144,15 +144,18 @@ def scan(
     return result
 
 
-def _check_root(root: Path) -> Path:
+def check_root(root: Path, verb: str = "scan") -> Path:
+    """The dataset's top folder, resolved; SourceError if `verb` cannot use it."""
     try:
         resolved = root.resolve(strict=True)
     except (OSError, RuntimeError) as exc:
         raise SourceError(
-            "folder to scan does not exist", path=str(root), hint="check the path"
+            f"folder to {verb} does not exist", path=str(root), hint="check the path"
         ) from exc
     if not resolved.is_dir():
-        raise SourceError("not a folder", path=str(root), hint="scan takes a dataset's top folder")
+        raise SourceError(
+            "not a folder", path=str(root), hint=f"{verb} takes a dataset's top folder"
+        )
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise SourceError("folder is not readable", path=str(root), hint="check its permissions")
     return resolved

@@ -39,9 +39,15 @@ from sneakernet.catalog.probe import MediaInfo, is_video_name
 from sneakernet.catalog.probepass import store_media
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name
-from sneakernet.catalog.scan import DatasetLockedError, ScanResult, default_workers, scan
+from sneakernet.catalog.scan import (
+    DatasetLockedError,
+    ScanResult,
+    check_root,
+    default_workers,
+    scan,
+)
 from sneakernet.catalog.watch_events import DirtyPaths
-from sneakernet.catalog.watch_setup import WatchLock, check_root, identity, start_observer
+from sneakernet.catalog.watch_setup import WatchLock, identity, start_observer
 from sneakernet.catalog.watch_work import (
     Hashed,
     Probed,
@@ -114,7 +120,7 @@ class Watcher:
     ) -> None:
         check_dataset_name(dataset)
         self.catalog = catalog
-        self.root = check_root(Path(root))
+        self.root = check_root(Path(root), "watch")
         self.dataset = dataset
         self.settle = settle
         self.snapshot_after = snapshot_after

@@ -36,16 +36,6 @@ def parse_duration(text: str, option: str = "duration") -> float:
     return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(cleaned))
 
 
-def check_root(root: Path) -> Path:
-    try:
-        resolved = root.resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
-        raise SourceError(
-            "folder to watch does not exist", path=str(root), hint="check the path"
-        ) from exc
-    if not resolved.is_dir():
-        raise SourceError("not a folder", path=str(root), hint="watch takes a dataset's top folder")
-    return resolved
 
 
 def identity(path: Path) -> tuple[int, int] | None:

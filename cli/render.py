@@ -22,23 +22,16 @@ from rich.progress import (
 from rich.table import Table
 
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn
+from sneakernet.transfer import charts
 
 # No emoji codes and no markup from data: a file named "x:smile:" prints as itself.
 out = Console(highlight=False, soft_wrap=True, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    return "-" if n is None else charts.human_bytes(n)
 
 
 def human_rate(nbytes: float, seconds: float) -> str:

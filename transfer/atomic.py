@@ -12,6 +12,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from sneakernet.catalog.errors import SourceError
+from sneakernet.transfer.fsio import fsync_dir
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:
@@ -35,7 +36,7 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_folder(path.parent)
+        fsync_dir(path.parent)  # the rename itself is data too
     except OSError as exc:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -43,11 +44,3 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
                           hint="check the folder's permissions and free space") from exc
     return path
 
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable: the folder's entry is data too."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

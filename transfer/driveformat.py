@@ -89,6 +89,12 @@ class DriveInfo:
     def label(self) -> str:
         return self.doc["drive"]["label"]
 
+    def describe(self, target: object) -> None:
+        """Copy who this drive is (shipment, ids, N of M, label) onto a result object."""
+        target.shipment, target.shipment_id = self.shipment_name, self.shipment_id
+        target.drive_id, target.number, target.of = self.drive_id, self.number, self.of
+        target.label = self.label
+
 
 # --- contracts -------------------------------------------------------------------------
 

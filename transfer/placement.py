@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import xxhash
-
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.hashing import hash_file
 from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.transfer import copier
 from sneakernet.transfer import driveformat as fmt
@@ -252,8 +251,4 @@ def _inside(store: str, target: str) -> bool:
 
 
 def _hash_of(path: Path) -> str:
-    hasher = xxhash.xxh3_128()
-    with open(path, "rb", buffering=0) as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+    return hash_file(str(path)).hash

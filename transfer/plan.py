@@ -21,6 +21,7 @@ from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import SourceError, UsageError
 from sneakernet.catalog.refs import VersionRef, parse_ref, resolve
 from sneakernet.transfer import fsnames
+from sneakernet.transfer.charts import human_bytes
 from sneakernet.transfer.errors import NoSpaceError
 from sneakernet.transfer.fsio import filesystem_type, free_bytes
 
@@ -210,9 +211,9 @@ def _check_fit(plan: Plan) -> None:
     usable = sum(max(0, d.target.free - reserve_per_drive(plan)) for d in plan.drives)
     if plan.carried_alloc > usable:
         raise NoSpaceError(
-            f"the shipment needs {_human(plan.carried_alloc)} on disk but the drives given hold "
-            f"{_human(usable)} (after {_human(reserve_per_drive(plan))} per drive for metadata): "
-            f"{_human(plan.carried_alloc - usable)} more is needed",
+            f"the shipment needs {human_bytes(plan.carried_alloc)} on disk but the drives given "
+            f"hold {human_bytes(usable)} (after {human_bytes(reserve_per_drive(plan))} per drive "
+            f"for metadata): {human_bytes(plan.carried_alloc - usable)} more is needed",
             hint="add another --to drive, or pack fewer versions; nothing was written",
         )
 
@@ -236,8 +237,8 @@ def _assign(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
             drive = _first_fit(room, file_size)
             if drive is None:
                 raise NoSpaceError(
-                    f"{own_path} ({_human(file_size)}) fits on none of the drives given "
-                    f"(the most room left is {_human(max(room))})",
+                    f"{own_path} ({human_bytes(file_size)}) fits on none of the drives given "
+                    f"(the most room left is {human_bytes(max(room))})",
                     hint="add a bigger --to drive; nothing was written",
                 )
             files.append((own_path, drive + 1))
@@ -319,11 +320,3 @@ def _add_problems(plan: Plan, found: list[fsnames.NameProblem]) -> None:
     if room > 0:
         plan.problems.extend(found[:room])
 
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    return f"{size} B"

@@ -141,7 +141,7 @@ class DriveReceiver:
         except (DriveError, OSError) as exc:
             self._refuse(root, out, exc)
             return
-        _describe(out, info)
+        info.describe(out)
         events = custody.drive_events(self.catalog, info.drive_id)
         if self._already_ingested(root, out, events):
             return
@@ -345,10 +345,6 @@ class DriveReceiver:
     def _say(self, out: DriveOutcome, kind: str, message: str, details: dict | None = None) -> None:
         self.log(Notice(kind, message, out.root, out.shipment, out.number, out.of, details or {}))
 
-
-def _describe(out: DriveOutcome, info: fmt.DriveInfo) -> None:
-    out.shipment, out.shipment_id = info.shipment_name, info.shipment_id
-    out.drive_id, out.number, out.of, out.label = info.drive_id, info.number, info.of, info.label
 
 
 def _identity(root: Path) -> tuple[int, int]:

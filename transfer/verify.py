@@ -145,7 +145,7 @@ def _verify_drive(
     started = time.monotonic()
     try:
         info = fmt.read_drive(root)
-        _describe(rep, info)
+        info.describe(rep)
         if not info.sealed:
             raise DriveError(
                 "the drive was never sealed: its pack did not finish",
@@ -162,10 +162,6 @@ def _verify_drive(
     finally:
         rep.seconds = time.monotonic() - started
 
-
-def _describe(rep: DriveReport, info: fmt.DriveInfo) -> None:
-    rep.shipment, rep.shipment_id = info.shipment_name, info.shipment_id
-    rep.drive_id, rep.number, rep.of, rep.label = info.drive_id, info.number, info.of, info.label
 
 
 def _compare(
