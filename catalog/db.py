@@ -9,8 +9,10 @@ while another process holds the lock.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -83,8 +85,6 @@ class Catalog:
         A missing catalog is created, an older one upgraded, first: both need
         the write lock, so they cost a second open only when they happen.
         """
-        if not self.path.exists():
-            self.ensure_schema()
         try:
             con = self._connect(read_only=True)
         except _NeedsUpgrade:
@@ -99,11 +99,33 @@ class Catalog:
         """Create the catalog, or upgrade an older one, before first use."""
         self._connect(read_only=False).close()
 
+    def create_if_missing(self) -> None:
+        """Bring a new catalog file into being whole, or not at all.
+
+        Two processes meeting a missing catalog at once (a watcher and a scan,
+        two receive services) would otherwise both create it, and one reads
+        the other's half-written file ("not a valid DuckDB database file").
+        So it is built under a private name and hard-linked into place: the
+        first link wins, a later one finds the file there and drops its own.
+        """
+        if self.path.exists():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            con = duckdb.connect(str(fresh), config=_config())
+            try:
+                _check_or_migrate(con, fresh, read_only=False)
+            finally:
+                con.close()
+            _link_into_place(fresh, self.path)
+        finally:
+            for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+                with suppress(FileNotFoundError):
+                    leftover.unlink()
+
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-        if read_only and not self.path.exists():
-            read_only = False
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.create_if_missing()
         deadline = time.monotonic() + self.timeout
         delay = 0.005
         while True:
@@ -125,6 +147,20 @@ class Catalog:
             con.close()
             raise
         return con
+
+
+def _link_into_place(fresh: Path, path: Path) -> None:
+    try:
+        os.link(fresh, path)
+    except FileExistsError:
+        pass  # another process created it first; theirs is as good as ours
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        # A file system without hard links: a rename that will not replace is
+        # the best left; the window between the check and the rename is tiny.
+        if not path.exists():
+            os.rename(fresh, path)
 
 
 def _config() -> dict[str, str | bool]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.db import SCHEMA_VERSION, Catalog
 from sneakernet.catalog.progress import ProgressEvent
 from sneakernet.catalog.scan import scan
 from sneakernet.catalog.stats import stats
@@ -153,3 +153,35 @@ def test_stats_answers_while_a_scan_runs(tmp_path, catalog):
         capture_output=True, text=True, timeout=60,
     )
     assert cli.returncode == 0 and "3,000 files" in cli.stdout
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+from sneakernet.catalog.db import SCHEMA_VERSION, Catalog
+start, path, mode = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+time.sleep(max(0.0, start - time.time()))
+catalog = Catalog(path, timeout=30)
+with (catalog.read() if mode == "read" else catalog.write()) as con:
+    print(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0][0])
+"""
+
+
+def test_processes_meeting_a_missing_catalog_all_open_it(tmp_path):
+    """The first use of a catalog by several processes at once (a watcher and a scan
+    started together) must not hand any of them a half-created file."""
+    for attempt in range(2):
+        path = tmp_path / f"new{attempt}" / "catalog.duckdb"
+        start = time.time() + 1.5  # every process is up and waiting by then
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT_ONCE, str(start), str(path), mode],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for mode in ("read", "write") * 3
+        ]
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert out.strip() == str(SCHEMA_VERSION)
+        leftovers = sorted(p.name for p in path.parent.iterdir())
+        assert leftovers == ["catalog.duckdb"], leftovers
