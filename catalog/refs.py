@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from sneakernet.catalog.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    import duckdb
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ :+-]{0,127}")

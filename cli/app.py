@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sneakernet.catalog.errors import SneakernetError
+from sneakernet.cli.coercion import use_plain_coercion
 from sneakernet.cli.exits import ExitStatus
 from sneakernet.cli.render import err, safe_text
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map every outcome to an ExitStatus."""
     try:
         _register_commands()
+        use_plain_coercion()
         command = typer.main.get_command(app)
         status = command.main(args=argv, prog_name="sneakernet", standalone_mode=False)
         if status == ExitStatus.INTERRUPTED:  # typer returns, not raises, on Ctrl-C here
