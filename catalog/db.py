@@ -16,12 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import duckdb
 
 from sneakernet.catalog.errors import CatalogBusyError, CatalogFormatError, SneakernetError
-
-if TYPE_CHECKING:
-    import duckdb
 
 SCHEMA_VERSION = 2
 # File i upgrades a catalog from version i to i + 1.
@@ -102,10 +100,6 @@ class Catalog:
         self._connect(read_only=False).close()
 
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-        # DuckDB loads here, at the first connection, not on import: importing this module
-        # (for Catalog, sql_path) costs the CLI's --help nothing.
-        import duckdb
-
         if read_only and not self.path.exists():
             read_only = False
         if not read_only:
@@ -164,8 +158,6 @@ def _check_or_migrate(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: 
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
-    import duckdb
-
     try:  # the common case, answered without listing tables
         rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         row = rows[0] if rows else None  # fetchall: DuckDB 2 refuses work beside an open result
@@ -209,8 +201,6 @@ def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:
 
 
 def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
-    import duckdb
-
     with suppress(duckdb.Error):
         con.execute("ROLLBACK")
 

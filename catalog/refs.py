@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import duckdb
 
 from sneakernet.catalog.errors import NotFoundError, UsageError
-
-if TYPE_CHECKING:
-    import duckdb
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ :+-]{0,127}")

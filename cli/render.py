@@ -11,13 +11,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sneakernet.catalog.progress import ProgressEvent, ProgressFn
-from sneakernet.transfer import charts
-
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import TaskID
     from rich.table import Table
+
+    from sneakernet.catalog.progress import ProgressEvent, ProgressFn
 
 
 class LazyConsole:
@@ -50,6 +49,8 @@ err = LazyConsole(stderr=True)
 
 
 def human_bytes(n: int | float | None) -> str:
+    from sneakernet.transfer import charts  # html and friends, only when there is text to show
+
     return "-" if n is None else charts.human_bytes(n)
 
 

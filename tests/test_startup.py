@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from sneakernet.cli.app import _register_commands, app
+from sneakernet.cli.app import _GLOBAL_WITH_VALUE, _command_named, _register_commands, app
 from sneakernet.cli.coercion import _PlainParam, use_plain_coercion
 
 HEAVY = ("duckdb", "pyarrow", "av")
@@ -124,3 +124,21 @@ def test_plain_conversion_matches_typers(key):
         assert got == want and type(got) is type(want), (key, value, got, want)
         if isinstance(want, list):
             assert [type(x) for x in got] == [type(x) for x in want], (key, value)
+
+
+def test_the_command_word_is_found_past_the_global_options():
+    group = typer.main.get_command(app)
+    takes_value = {opt for p in group.params if not getattr(p, "is_flag", False) for opt in p.opts}
+    assert takes_value == set(_GLOBAL_WITH_VALUE), "update _GLOBAL_WITH_VALUE in cli/app.py"
+    assert _command_named(["--catalog", "scan", "verify", "x"]) == "verify"
+    assert _command_named(["--catalog=c", "--timeout", "5", "--debug", "scan", "-d", "x"]) == "scan"
+    assert _command_named(["--", "ls"]) == "ls"
+    assert _command_named(["--help"]) is None
+    assert _command_named(["--catalog"]) is None
+
+
+def test_stats_groupings_in_the_help_are_the_librarys():
+    from sneakernet.catalog.stats import GROUPINGS
+    from sneakernet.cli.catalog_cmds import STATS_GROUPINGS
+
+    assert tuple(GROUPINGS) == STATS_GROUPINGS
