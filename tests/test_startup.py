@@ -76,7 +76,6 @@ def test_a_malformed_value_gets_typers_own_message(tmp_path):
 
 
 def _params() -> dict[tuple[str, str], typer.core.TyperOption]:
-    use_plain_coercion()
     group = typer.main.get_command(app)
     found = {("", p.name): p for p in group.params}
     for name, command in group.commands.items():
@@ -101,11 +100,13 @@ _VALUES = {
 
 
 @pytest.mark.parametrize("key", list(_VALUES))
-def test_plain_conversion_matches_typers(key):
+def test_plain_conversion_matches_typers(key, monkeypatch):
     """For every input, the plain converter returns what typer's pydantic one does, or
     raises the same error."""
     from typer._coercion import build_runtime_param
 
+    monkeypatch.setattr(typer.core, "build_runtime_param", build_runtime_param)  # undone after
+    use_plain_coercion()
     param = _params()[key]
     plain = param.get_runtime_param()
     assert isinstance(plain, _PlainParam), key
