@@ -5,6 +5,7 @@ Commands live in sibling modules and only parse, call the library and render.
 
 from __future__ import annotations
 
+import copy
 import sys
 import traceback
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sneakernet.catalog.errors import SneakernetError
+from sneakernet.cli.coercion import use_plain_coercion
 from sneakernet.cli.exits import ExitStatus
 from sneakernet.cli.render import err, safe_text
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from sneakernet.catalog.db import Catalog
 
 DEFAULT_TIMEOUT = 60.0  # the library's default too; kept here so --help needs no DuckDB
+_GLOBAL_WITH_VALUE = ("--catalog", "--timeout")  # the global options that take a value
 
 app = typer.Typer(
     name="sneakernet",
@@ -92,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map every outcome to an ExitStatus."""
     try:
         _register_commands()
-        command = typer.main.get_command(app)
-        status = command.main(args=argv, prog_name="sneakernet", standalone_mode=False)
+        use_plain_coercion()
+        args = sys.argv[1:] if argv is None else argv
+        command = typer.main.get_command(_app_for(args))
+        status = command.main(args=args, prog_name="sneakernet", standalone_mode=False)
         if status == ExitStatus.INTERRUPTED:  # typer returns, not raises, on Ctrl-C here
             status = _interrupted()
     except typer.Exit as exc:  # typer turns Ctrl-C into a silent Exit(130)
@@ -124,6 +129,35 @@ def main(argv: list[str] | None = None) -> None:
         err.print("rerun with --debug for the traceback, and please report it", markup=False)
         status = ExitStatus.ERROR
     sys.exit(int(status or 0))
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """The app with only the command `args` names, when it names one.
+
+    typer builds a click command from every function's signature, about 1 ms each;
+    a run needs one. Help, no command or an unknown one keep them all (to list or
+    suggest them).
+    """
+    name = _command_named(args)
+    chosen = [info for info in app.registered_commands if info.name == name]
+    if not chosen:
+        return app
+    only = copy.copy(app)
+    only.registered_commands = chosen
+    return only
+
+
+def _command_named(args: list[str]) -> str | None:
+    """The first word of a command line that is neither a global option nor its value."""
+    words = iter(args)
+    for arg in words:
+        if arg in _GLOBAL_WITH_VALUE:
+            next(words, None)
+        elif arg == "--":
+            return next(words, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _interrupted() -> int:

@@ -9,10 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sneakernet.catalog import diff as diff_mod
-from sneakernet.catalog import listing, versions
-from sneakernet.catalog import query as query_mod
-from sneakernet.catalog import stats as stats_mod
 from sneakernet.cli import render
 from sneakernet.cli.app import State
 from sneakernet.cli.exits import ExitStatus
@@ -21,6 +17,12 @@ from sneakernet.cli.render import human_bytes, out, print_json, safe_text, table
 if TYPE_CHECKING:
     from sneakernet.catalog.scan import ScanResult
 
+# Library verbs are imported inside each command: DuckDB, Arrow and PyAV then load only
+# for the command that runs, never for --help or a usage error (tests/test_startup.py).
+
+# stats.GROUPINGS, spelled out so that building the command needs no catalog module
+# (tests/test_startup.py checks they agree).
+STATS_GROUPINGS = ("codec", "resolution", "fps", "container", "ext")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 # Problems that leave a file out of the version's hashes; the others are facts.
 _INCOMPLETE = {"unreadable", "unreadable-folder", "changing"}
@@ -44,7 +46,7 @@ def scan_cmd(
 
     Files unchanged since the last scan (same size, mtime, inode, device) are not read again.
     """
-    from sneakernet.catalog.scan import scan  # Arrow and PyAV load only for commands that scan
+    from sneakernet.catalog.scan import scan
 
     with render.progress_bar(sys.stderr.isatty() and not json) as progress:
         result = scan(State.catalog(), path, dataset, label=label, rehash=rehash,
@@ -77,7 +79,9 @@ def _print_scan(result: ScanResult) -> None:
 
 def datasets_cmd(json: JsonOpt = False) -> None:
     """List the datasets in the catalog with their latest version."""
-    rows = versions.list_datasets(State.catalog())
+    from sneakernet.catalog.versions import list_datasets
+
+    rows = list_datasets(State.catalog())
     if json:
         print_json([r.to_dict() for r in rows])
         return
@@ -95,7 +99,9 @@ def versions_cmd(
     dataset: Annotated[str, typer.Argument(help="Dataset name.")], json: JsonOpt = False
 ) -> None:
     """List the versions of a dataset."""
-    rows = versions.list_versions(State.catalog(), dataset)
+    from sneakernet.catalog.versions import list_versions
+
+    rows = list_versions(State.catalog(), dataset)
     if json:
         print_json([r.to_dict() for r in rows])
         return
@@ -109,12 +115,14 @@ def versions_cmd(
 def stats_cmd(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@LABEL.")],
     by: Annotated[
-        str | None, typer.Option(help=f"Group by: {', '.join(stats_mod.GROUPINGS)}.")
+        str | None, typer.Option(help=f"Group by: {', '.join(STATS_GROUPINGS)}.")
     ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Files, bytes, hours of video, frames, broken files and duplicate content of a version."""
-    s = stats_mod.stats(State.catalog(), ref, by=by)
+    from sneakernet.catalog.stats import stats
+
+    s = stats(State.catalog(), ref, by=by)
     if json:
         print_json(s.to_dict())
         return
@@ -139,7 +147,9 @@ def diff_cmd(
     json: JsonOpt = False,
 ) -> None:
     """What changed between two versions: added, removed, modified, moved."""
-    d = diff_mod.diff(State.catalog(), old, new)
+    from sneakernet.catalog.diff import diff
+
+    d = diff(State.catalog(), old, new)
     if json:
         print_json(d.to_dict())
         return
@@ -157,7 +167,9 @@ def ls_cmd(
     json: JsonOpt = False,
 ) -> None:
     """List the files of a version, with size, hash and video summary."""
-    rows = listing.ls(State.catalog(), ref, pattern)
+    from sneakernet.catalog.listing import ls
+
+    rows = ls(State.catalog(), ref, pattern)
     if json:
         print_json([r.to_dict() for r in rows])
         return
@@ -176,7 +188,9 @@ def find_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Every dataset and version that holds a given content."""
-    found = listing.find(State.catalog(), what)
+    from sneakernet.catalog.listing import find
+
+    found = find(State.catalog(), what)
     if json:
         print_json(found.to_dict())
         return
@@ -192,7 +206,9 @@ def query_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Run read-only SQL over the views datasets, versions, files and media."""
-    result = query_mod.run_query(State.catalog(), sql)
+    from sneakernet.catalog.query import run_query
+
+    result = run_query(State.catalog(), sql)
     if json:
         print_json(result.to_dict())
         return
@@ -210,7 +226,9 @@ def export_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Write a version's full manifest (files with video metadata) to a Parquet file."""
-    count = listing.export(State.catalog(), ref, target)
+    from sneakernet.catalog.listing import export
+
+    count = export(State.catalog(), ref, target)
     if json:
         print_json({"ref": ref, "path": str(target), "rows": count})
     else:

@@ -9,28 +9,48 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+    from rich.table import Table
 
-from sneakernet.catalog.progress import ProgressEvent, ProgressFn
-from sneakernet.transfer import charts
+    from sneakernet.catalog.progress import ProgressEvent, ProgressFn
 
-# No emoji codes and no markup from data: a file named "x:smile:" prints as itself.
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
+class LazyConsole:
+    """A rich Console made on the first print.
+
+    Importing rich.console costs about as much as the rest of the CLI's start-up, and
+    --help, usage errors and --json output never print through it.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            # No emoji codes and no markup from data: a file named "x:smile:" prints as itself.
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True,
+                                    emoji=False)
+        return self._console
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.console.print(*objects, **options)
+
+
+out = LazyConsole()
+err = LazyConsole(stderr=True)
 
 
 def human_bytes(n: int | float | None) -> str:
+    from sneakernet.transfer import charts  # html and friends, only when there is text to show
+
     return "-" if n is None else charts.human_bytes(n)
 
 
@@ -43,6 +63,8 @@ def print_json(data: Any) -> None:
 
 
 def table(*columns: str, title: str | None = None) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for name in columns:
         numeric = name.lower() in {"files", "bytes", "hours", "frames", "broken", "version",
@@ -114,12 +136,14 @@ def _graceful_interrupt() -> Iterator[Callable[[], None]]:
 
 @contextmanager
 def _bar() -> Iterator[ProgressFn]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     bar = Progress(
         TextColumn("{task.description:<16}"),
         BarColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeRemainingColumn(),
-        console=err,
+        console=err.console,
         transient=True,
     )
     tasks: dict[str, TaskID] = {}
