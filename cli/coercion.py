@@ -9,7 +9,8 @@ adapter does for well-formed input, with typer's own path checks
 (`coerce_cli_path`). Anything else (a malformed number, an unusual type) goes
 to typer's pydantic path unchanged, so its values and error messages are
 typer's own. This reaches into typer internals (`typer.core.build_runtime_param`);
-when they change, typer is left alone and tests/test_startup.py says so.
+when they change or vanish, typer is left alone (slower, never broken) and
+tests/test_startup.py says so.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from typing import Any, get_args, get_origin
 
 from typer import _click
 from typer import core as typer_core
-from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
-from typer._param_types import coerce_cli_path
+
+try:
+    from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+    from typer._param_types import coerce_cli_path
+except ImportError:  # another typer: its own conversion, which is only slower
+    RuntimeParam = object  # type: ignore[assignment,misc]
+    TypeDescriptor = Any  # type: ignore[assignment,misc]
+    build_runtime_param = None  # type: ignore[assignment]
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -112,5 +119,7 @@ def use_plain_coercion() -> None:
     typer.core looks `build_runtime_param` up when a parameter first converts a value,
     which covers the parameters typer adds itself (--help) too.
     """
-    if typer_core.build_runtime_param is build_runtime_param:
+    if build_runtime_param is None:
+        return
+    if getattr(typer_core, "build_runtime_param", None) is build_runtime_param:
         typer_core.build_runtime_param = _build
