@@ -1,8 +1,18 @@
 """Shared parts of the transfer benchmarks (pack, verify, ingest against cp -a, xxhsum, cat).
 
-A "drive" is a folder on the same disk as the data here. Every timed run starts
-from an empty destination, no dirty pages left by the previous run (`sync`,
-untimed) and the data it reads warm in page cache (`_common.prewarm`).
+Where the destinations live (`--drive-fs`): the "drive", the store and the
+peers' copy targets are
+- `disk`:  folders on the same disk as the data (ext4 on virtio here); pack's
+           fsync and its read-back from the device cost real I/O, which the
+           `cp -a && xxhsum -c` bar does not pay (it checks page cache);
+- `tmpfs`: a tmpfs mounted for the run (else a folder in /dev/shm): the drive
+           is page cache itself, fsync/syncfs cost nothing and DONTNEED keeps
+           tmpfs pages, so the ratios measure sneakernet's own cost against
+           the peers' with every byte in page cache, as the bars ask.
+The source tree and the catalogs stay on disk in both modes (warm in cache).
+Every timed run starts from an empty destination, no dirty pages left by the
+previous run (`sync`, untimed) and the data it reads warm in page cache
+(`_common.prewarm`).
 
 The peers, with the source tree's `xxhsum -H2` manifest made once, untimed:
 - pack:   `cp -a SRC DST/ && cd DST && xxhsum -c MANIFEST` (the bar), and a fair
@@ -19,8 +29,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,11 +191,51 @@ def run_and_add(cases: list[Case], runs: int, add: Callable[..., None]) -> objec
 
 
 def parser(description: str):
-    """_common.parser with --no-peers; installs the peers (rsync, rclone, xxhsum) if need be."""
+    """_common.parser with --no-peers and --drive-fs."""
     p = c.parser(description)
     p.add_argument("--no-peers", dest="peers", action="store_false",
                    help="skip the rsync and rclone rows")
+    p.add_argument("--drive-fs", choices=("disk", "tmpfs", "both"), default="both",
+                   help="where the drive, the store and the peers' copies live: folders on "
+                   "the work folder's disk, a tmpfs (all in page cache), or both in turn "
+                   "[default: both]")
     return p
+
+
+def modes(args) -> list[str]:
+    return ["disk", "tmpfs"] if args.drive_fs == "both" else [args.drive_fs]
+
+
+@contextmanager
+def destinations(mode: str, work: Path, nbytes: int) -> Iterator[Path]:
+    """The folder holding the drive, the store and the peers' copies for `mode`.
+
+    tmpfs: mounted for the run with room for three copies of the data (the
+    drive, the store and a peer's copy live at once), unmounted at the end; if
+    mounting is refused (not root, no CAP_SYS_ADMIN), a folder in /dev/shm.
+    """
+    if mode == "disk":
+        yield work
+        return
+    size = 3 * nbytes + (512 << 20)
+    point = work / "tmpfs"
+    point.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                             capture_output=True, text=True).returncode == 0
+    if mounted:
+        where = point
+    else:
+        c.note(f"cannot mount a tmpfs at {point}; using /dev/shm instead")
+        where = Path(tempfile.mkdtemp(prefix="snbench-", dir="/dev/shm"))
+    c.note(f"tmpfs destinations in {where}")
+    try:
+        yield where
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(point)], check=False)
+        else:
+            subprocess.run(["chmod", "-R", "u+w", str(where)], check=False)
+            shutil.rmtree(where, ignore_errors=True)
 
 
 def ensure_peers(args) -> None:
@@ -194,16 +246,29 @@ def ensure_peers(args) -> None:
         raise SystemExit("xxhsum is needed for the peers")
 
 
-def compare_transfer(rep: c.Report, args, work: Path, src: Path, dataset: str,
-                     nbytes: int, nfiles: int) -> None:
-    """Time pack, verify and ingest of `src` and their peers; add rows and bars to `rep`."""
+def compare_all(rep: c.Report, args, work: Path, src: Path, dataset: str,
+                nbytes: int, nfiles: int) -> None:
+    """compare_transfer in each mode of --drive-fs, rows and bars labelled by mode."""
+    for mode in modes(args):
+        with destinations(mode, work, nbytes) as dest:
+            compare_transfer(rep, args, work, dest, mode, src, dataset, nbytes, nfiles)
+
+
+def compare_transfer(rep: c.Report, args, work: Path, dest: Path, mode: str, src: Path,
+                     dataset: str, nbytes: int, nfiles: int) -> None:
+    """Time pack, verify and ingest of `src` and their peers; add rows and bars to `rep`.
+
+    The drive, the store and the peers' copies go under `dest`; the catalogs
+    and the source stay in `work`. Rows and bars start with `[mode]`.
+    """
     runs = args.runs
     base = scanned_catalog(work, src, dataset)
     ref = f"{dataset}@1"
     manifest = work / "src.xxh128"
     xxh_manifest(src.parent, src.name, manifest)
-    pack_cat, drive, peer = work / "pack.duckdb", work / "drive", work / "peer"
-    recv_cat, store = work / "recv.duckdb", work / "store"
+    pack_cat, drive, peer = work / "pack.duckdb", dest / "drive", dest / "peer"
+    recv_cat, store = work / "recv.duckdb", dest / "store"
+    tag = f"[{mode}] "
 
     def add(case: Case, **extra: object) -> None:
         rep.row(case.what, case.best, MB_s=nbytes / case.best / 1e6,
@@ -222,46 +287,49 @@ def compare_transfer(rep: c.Report, args, work: Path, src: Path, dataset: str,
     cp = f"cp -a {c.q(src)} {c.q(peer)}/"
     check = f"cd {c.q(peer)} && xxhsum -c -q {c.q(manifest)}"
     peers = [
-        Case("cp -a && xxhsum -H2 -c (pack bar)", peer_setup, shell(f"{cp} && {check}")),
-        Case("cp -a alone (info)", peer_setup, shell(cp)),
-        Case("cp -a; sync; xxhsum -c (info)", peer_setup, shell(f"{cp} && sync && {check}")),
-        Case("cp -a; sync; drop from cache; xxhsum -c (info: pack's work)", peer_setup,
+        Case(tag + "cp -a && xxhsum -H2 -c (pack bar)", peer_setup, shell(f"{cp} && {check}")),
+        Case(tag + "cp -a alone (info)", peer_setup, shell(cp)),
+        Case(tag + "cp -a; sync; xxhsum -c (info)", peer_setup,
+             shell(f"{cp} && sync && {check}")),
+        Case(tag + "cp -a; sync; drop from cache; xxhsum -c (info: pack's work)", peer_setup,
              shell(f"{cp} && sync && {drop_cmd(peer)} && {check}")),
     ]
     if args.peers and c.have("rsync"):
-        peers.append(Case("rsync -a && xxhsum -c (info)", peer_setup,
+        peers.append(Case(tag + "rsync -a && xxhsum -c (info)", peer_setup,
                           shell(f"rsync -a {c.q(src)} {c.q(peer)}/ && {check}")))
     if args.peers and c.have("rclone"):
-        peers.append(Case("rclone copy (info: md5 of the copy checked)", peer_setup,
+        peers.append(Case(tag + "rclone copy (info: md5 of the copy checked)", peer_setup,
                           shell(f"rclone copy --transfers 1 {c.q(src)} {c.q(peer / src.name)}")))
-    lib = Case("sneakernet pack, library", pack_setup, lambda: lib_pack(pack_cat, ref, drive))
+    lib = Case(tag + "sneakernet pack, library", pack_setup, lambda: lib_pack(pack_cat, ref, drive))
     # The CLI runs last in each round: its drive stays, sealed, for verify and ingest.
-    cmd = Case("sneakernet pack, CLI", pack_setup,
+    cmd = Case(tag + "sneakernet pack, CLI", pack_setup,
                command(cli(pack_cat, "pack", ref, "--to", str(drive), "--shipment", "bench")))
     d = run_and_add([*peers, lib, cmd], runs, add)
     bar = peers[0].best
-    rep.bar("pack vs cp -a && xxhsum -c (library)", bar / lib.best, 1.0)
-    rep.bar("pack vs cp -a && xxhsum -c (CLI)", bar / cmd.best, 1.0)
-    rep.bar("pack vs cp -a; sync; drop; xxhsum -c (library, info)", peers[3].best / lib.best, 1.0)
-    rep.info["pack result"] = json.dumps({k: v for k, v in d.to_dict().items()
+    rep.bar(tag + "pack vs cp -a && xxhsum -c (library)", bar / lib.best, 1.0)
+    rep.bar(tag + "pack vs cp -a && xxhsum -c (CLI)", bar / cmd.best, 1.0)
+    rep.bar(tag + "pack vs cp -a; sync; drop; xxhsum -c (library, info)",
+            peers[3].best / lib.best, 1.0)
+    rep.info[tag + "pack result"] = json.dumps({k: v for k, v in d.to_dict().items()
                                           if k in ("files", "copied_files", "copied_bytes")})
 
     # --- verify ------------------------------------------------------------------------
     def warm_drive() -> None:
         c.prewarm([drive])
 
-    cat = Case("find | xargs cat > /dev/null (the drive's files)", warm_drive, shell(
+    cat = Case(tag + "find | xargs cat > /dev/null (the drive's files)", warm_drive, shell(
         f"find {c.q(drive)} -type f -not -path '*/.sneakernet/*' -print0"
         " | xargs -0 cat > /dev/null"))
-    xv = Case("xxhsum -c MANIFEST.xxh128 on the drive (info)", warm_drive,
+    xv = Case(tag + "xxhsum -c MANIFEST.xxh128 on the drive (info)", warm_drive,
               shell(f"cd {c.q(drive)} && xxhsum -c -q MANIFEST.xxh128"))
-    lib = Case("sneakernet verify, library", warm_drive, lambda: lib_verify(drive))
-    cmd = Case("sneakernet verify, CLI", warm_drive, command(cli(pack_cat, "verify", str(drive))))
+    lib = Case(tag + "sneakernet verify, library", warm_drive, lambda: lib_verify(drive))
+    cmd = Case(tag + "sneakernet verify, CLI", warm_drive,
+               command(cli(pack_cat, "verify", str(drive))))
     interleaved([cat, xv, lib, cmd], runs)
     for case in (cat, xv, lib, cmd):
         add(case)
-    rep.bar("verify vs cat (library)", cat.best / lib.best, 0.8)
-    rep.bar("verify vs cat (CLI)", cat.best / cmd.best, 0.8)
+    rep.bar(tag + "verify vs cat (library)", cat.best / lib.best, 0.8)
+    rep.bar(tag + "verify vs cat (CLI)", cat.best / cmd.best, 0.8)
 
     # --- ingest ------------------------------------------------------------------------
     plain = drive / "MANIFEST.xxh128"
@@ -278,24 +346,32 @@ def compare_transfer(rep: c.Report, args, work: Path, src: Path, dataset: str,
     icp = f"cp -a {c.q(drive / dataset)} {c.q(peer)}/"
     icheck = f"cd {c.q(peer)} && xxhsum -c -q {c.q(plain)}"
     ipeers = [
-        Case("cp -a && xxhsum -c (ingest bar)", ipeer_setup, shell(f"{icp} && {icheck}")),
-        Case("cp -a; sync; xxhsum -c (info)", ipeer_setup, shell(f"{icp} && sync && {icheck}")),
+        Case(tag + "cp -a && xxhsum -c (ingest bar)", ipeer_setup, shell(f"{icp} && {icheck}")),
+        Case(tag + "cp -a; sync; xxhsum -c (info)", ipeer_setup,
+             shell(f"{icp} && sync && {icheck}")),
     ]
-    lib = Case("sneakernet ingest, library", ingest_setup,
+    lib = Case(tag + "sneakernet ingest, library", ingest_setup,
                lambda: lib_ingest(recv_cat, drive, store))
-    cmd = Case("sneakernet ingest, CLI", ingest_setup,
+    cmd = Case(tag + "sneakernet ingest, CLI", ingest_setup,
                command(cli(recv_cat, "ingest", str(drive), "--store", str(store))))
     run_and_add([*ipeers, lib, cmd], runs, add)
-    rep.bar("ingest vs cp -a && xxhsum -c (library)", ipeers[0].best / lib.best, 1.0)
-    rep.bar("ingest vs cp -a && xxhsum -c (CLI)", ipeers[0].best / cmd.best, 1.0)
-    rep.bar("ingest vs cp -a; sync; xxhsum -c (library, info)", ipeers[1].best / lib.best, 1.0)
+    rep.bar(tag + "ingest vs cp -a && xxhsum -c (library)", ipeers[0].best / lib.best, 1.0)
+    rep.bar(tag + "ingest vs cp -a && xxhsum -c (CLI)", ipeers[0].best / cmd.best, 1.0)
+    rep.bar(tag + "ingest vs cp -a; sync; xxhsum -c (library, info)",
+            ipeers[1].best / lib.best, 1.0)
 
+    if mode == "tmpfs":
+        rep.notes.append(
+            "[tmpfs] the drive, the store and the peers' copies are on a tmpfs: fsync and "
+            "syncfs cost nothing and pack's read-back (DONTNEED, then read) reads page cache, "
+            "so these ratios are sneakernet's own cost against the peers'")
+        return
     rep.notes += [
-        "pack fsyncs every copy and reads it back from the device (posix_fadvise DONTNEED) "
+        "[disk] pack fsyncs every copy and reads it back from the device (posix_fadvise DONTNEED) "
         "before it gets its final name; `cp -a && xxhsum -c` does neither (it checks the page "
         "cache); the 'pack's work' row does both with cp and xxhsum",
-        "ingest fsyncs every file before it gets its name in the store; cp -a does not",
-        "drives and the store are folders on the same disk as the source here",
+        "[disk] ingest fsyncs every file before it gets its name in the store; cp -a does not",
+        "[disk] drives and the store are folders on the same disk as the source here",
         "each timed run starts empty, after `sync` (untimed), with its input warm in page cache;"
         " the cases of each phase take turns in every round, best of --runs",
     ]

@@ -1,12 +1,16 @@
 """Small files: sneakernet pack, verify and ingest vs cp -a + xxhsum -c, and cat.
 
-    python bench/transfer_small.py [--files 50000] [--runs 3] [--json]
+    python bench/transfer_small.py [--files 50000] [--runs 3] [--drive-fs disk|tmpfs|both] [--json]
 
 Files of 1-64 KiB in 300 folders (bench/_common.make_small_tree): the fixed cost
 per file (open, fsync, rename, a catalog row, Python per row) dominates. Bars
-(data in page cache, "drives" are folders on the same disk): pack >= 1.0x
-`cp -a && xxhsum -H2 -c` of the copy; verify >= 0.8x `cat` of the drive's files;
-ingest >= 1.0x `cp -a && xxhsum -c`. See bench/_transfer.py for the peers.
+(data in page cache): pack >= 1.0x `cp -a && xxhsum -H2 -c` of the copy; verify
+>= 0.8x `cat` of the drive's files; ingest >= 1.0x `cp -a && xxhsum -c`.
+
+`--drive-fs disk|tmpfs|both` (default both, so the disk figures are always in
+the report): the drive, the store and the peers' copies on the work folder's
+disk, or on a tmpfs where fsync costs nothing and the read-back reads page
+cache (sneakernet's own cost against the peers'). See bench/_transfer.py.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def main() -> int:
         c.note(f"making {args.files:,} files in {src}")
         files, total = c.make_small_tree(src, args.files, folders=args.folders)
         rep.info.update(bytes=total, files=files, runs=args.runs, work=str(work))
-        t.compare_transfer(rep, args, work, src, "small", total, files)
+        t.compare_all(rep, args, work, src, "small", total, files)
     rep.print(args.json)
     return 0
 

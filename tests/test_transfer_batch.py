@@ -7,6 +7,7 @@ never over an existing file, partial copies continued, corrupt copies not named)
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.scan import scan
-from sneakernet.transfer import copier
+from sneakernet.transfer import batching, copier, pump
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.ingest import ingest
 from sneakernet.transfer.pack import pack
@@ -39,7 +40,7 @@ def _tree(root: Path, files: int) -> dict[str, bytes]:
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    monkeypatch.setattr(copier, "BATCH_FILES", 16)
+    monkeypatch.setattr(batching, "BATCH_FILES", 16)
 
 
 def _scanned(tmp_path: Path, files: int) -> tuple[Catalog, Path, dict[str, bytes]]:
@@ -143,7 +144,7 @@ def test_corrupt_read_back_is_never_named(tmp_path, small_batches, monkeypatch):
 def test_batch_never_names_over_an_existing_file(tmp_path):
     folder = tmp_path / "partial"
     folder.mkdir()
-    batch = copier.Batch(folder, readback=True)
+    batch = batching.Batch(folder, readback=True)
     items = []
     for i, data in enumerate([b"one", b"two", b"three"]):
         src = tmp_path / f"src{i}"
@@ -155,7 +156,7 @@ def test_batch_never_names_over_an_existing_file(tmp_path):
             fd, tmp, size=len(data), digest=digest, buffer=bytearray(1 << 16)
         )
         os.close(fd)
-        items.append(copier.Pending(out, tmp, tmp_path / "dst" / f"f{i}", len(data), digest,
+        items.append(batching.Pending(out, tmp, tmp_path / "dst" / f"f{i}", len(data), digest,
                                     result, i))
     (tmp_path / "dst").mkdir()
     (tmp_path / "dst" / "f1").write_bytes(b"somebody else's")
@@ -168,3 +169,191 @@ def test_batch_never_names_over_an_existing_file(tmp_path):
     assert [type(i.error) for i in done] == [type(None), FileExistsError, type(None)]
     assert (tmp_path / "dst" / "f1").read_bytes() == b"somebody else's"
     assert (tmp_path / "dst" / "f2").read_bytes() == b"three"
+
+
+@pytest.fixture
+def small_windows(monkeypatch):
+    """Big files read back in windows of 1 MiB, so that a few MiB make several windows."""
+    monkeypatch.setattr(batching, "WINDOW", 1 << 20)
+
+
+def _big_source(tmp_path: Path, mib: int = 6) -> tuple[Catalog, bytes]:
+    root = tmp_path / "src"
+    root.mkdir()
+    data = os.urandom(mib << 20)
+    (root / "big.bin").write_bytes(data)
+    (root / "small.bin").write_bytes(b"small")
+    catalog = Catalog(tmp_path / "a.duckdb")
+    scan(catalog, root, "ds")
+    return catalog, data
+
+
+def test_big_copy_is_read_back_in_windows_while_written(tmp_path, small_windows, monkeypatch):
+    catalog, data = _big_source(tmp_path)
+    pushed: list[tuple[int, int]] = []
+    real = batching._push
+
+    def counting(fd, start, length):
+        pushed.append((start, length))
+        real(fd, start, length)
+
+    monkeypatch.setattr(batching, "_push", counting)
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    result = pack(catalog, ["ds@1"], [drive], shipment="s1")
+    assert result.sealed and not result.problems
+    # Windows cover the file from its start, in order; the last MiB is read after the fsync.
+    assert [start for start, _ in pushed] == [i << 20 for i in range(5)]
+    assert (drive / "ds" / "1" / "big.bin").read_bytes() == data
+    assert verify([drive]).whole
+
+
+def test_corrupt_window_keeps_the_big_file_from_counting_as_packed(
+    tmp_path, small_windows, monkeypatch
+):
+    catalog, data = _big_source(tmp_path)
+    real = batching._push
+
+    def bad_sector(fd, start, length):
+        real(fd, start, length)
+        if start == 2 << 20:  # the device hands back other bytes than were written
+            os.pwrite(fd, b"\xff" * 16, start + 100)
+
+    monkeypatch.setattr(batching, "_push", bad_sector)
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    result = pack(catalog, ["ds@1"], [drive], shipment="s1")
+    assert [(p.path, p.outcome) for p in result.problems] == [("ds/1/big.bin", "corrupt-copy")]
+    assert not result.sealed and result.drives[0].copied_files == 1  # small.bin only
+    assert not (drive / "ds" / "1" / "big.bin").exists()
+    assert not list((drive / fmt.PARTIAL_DIR).iterdir())  # the corrupt copy was removed
+    monkeypatch.setattr(batching, "_push", real)
+    again = pack(catalog, ["ds@1"], [drive])
+    assert again.sealed and not again.problems and verify([drive]).whole
+    assert (drive / "ds" / "1" / "big.bin").read_bytes() == data
+
+
+def test_write_error_in_a_window_is_an_io_error_not_a_packed_file(
+    tmp_path, small_windows, monkeypatch
+):
+    catalog, _ = _big_source(tmp_path)
+
+    def failing(fd, start, length):
+        if start:
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(batching, "_push", failing)
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    result = pack(catalog, ["ds@1"], [drive], shipment="s1")
+    assert [(p.path, p.outcome) for p in result.problems] == [("ds/1/big.bin", "io-error")]
+    assert not result.sealed and not (drive / "ds" / "1" / "big.bin").exists()
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "link-and-unlink"])
+def test_naming_never_replaces_either_way(tmp_path, monkeypatch, renameat2):
+    if not renameat2:  # a kernel, libc or file system without RENAME_NOREPLACE
+        monkeypatch.setattr(copier, "_libc_renameat2", False)
+    tmp, final, other = tmp_path / "a.part", tmp_path / "a", tmp_path / "b.part"
+    tmp.write_bytes(b"ours")
+    final.write_bytes(b"theirs")
+    with pytest.raises(FileExistsError):
+        copier.name_no_replace(str(tmp), str(final))
+    assert final.read_bytes() == b"theirs" and tmp.read_bytes() == b"ours"
+    other.write_bytes(b"new")
+    copier.name_no_replace(str(other), str(tmp_path / "b"))
+    assert (tmp_path / "b").read_bytes() == b"new" and not other.exists()
+
+
+@pytest.fixture(params=["two threads", "one loop"])
+def pump_kind(request, monkeypatch):
+    """Big copies through the reader/writer pair, or the one loop of mid-sized files."""
+    monkeypatch.setattr(pump, "PIPE_MIN", 0 if request.param == "two threads" else 1 << 40)
+
+
+def test_disk_full_mid_big_copy_leaves_a_prefix_the_rerun_continues(
+    tmp_path, monkeypatch, pump_kind
+):
+    """ENOSPC (on the writer thread too) reaches the caller; the file holds a true prefix."""
+    data = os.urandom(5 << 20)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    digest = copier.xxhash.xxh3_128(data).hexdigest()
+    tmp = tmp_path / f"{digest}.part"
+    real_write = os.write
+    budget = {"left": 2 << 20}
+
+    def write_until_full(fd: int, chunk) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(tmp):
+            if budget["left"] < len(chunk):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            budget["left"] -= len(chunk)
+        return real_write(fd, chunk)
+
+    monkeypatch.setattr(os, "write", write_until_full)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as caught:
+            copier.start_copy(fd, tmp, size=len(data), digest=digest,
+                              buffer=bytearray(copier.BUFFER_SIZE))
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.ENOSPC
+    kept = tmp.read_bytes()
+    assert len(kept) == 2 << 20 and data.startswith(kept)
+    monkeypatch.setattr(os, "write", real_write)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        out, result = copier.start_copy(fd, tmp, size=len(data), digest=digest,
+                                        buffer=bytearray(copier.BUFFER_SIZE))
+        os.close(out)
+    finally:
+        os.close(fd)
+    assert (result.reused, result.copied) == (2 << 20, 3 << 20)
+    assert tmp.read_bytes() == data
+
+
+def test_big_source_cut_short_while_copied_is_refused_and_its_copy_removed(tmp_path, pump_kind):
+    data = os.urandom(4 << 20)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    digest = copier.xxhash.xxh3_128(data).hexdigest()
+    tmp = tmp_path / f"{digest}.part"
+
+    def truncate_source(n: int) -> None:  # someone cuts the source after the first MiB
+        os.truncate(src, 1 << 20)
+
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with pytest.raises(copier.SourceMismatch, match="ended after"):
+            copier.start_copy(fd, tmp, size=len(data), digest=digest,
+                              buffer=bytearray(copier.BUFFER_SIZE), on_bytes=truncate_source)
+    finally:
+        os.close(fd)
+    assert not tmp.exists()
+
+
+def test_drive_full_while_windows_are_read_back_stops_cleanly(tmp_path, small_windows, monkeypatch):
+    catalog, data = _big_source(tmp_path)
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    real_write = os.write
+    budget = {"left": 3 << 20}
+
+    def write_until_full(fd: int, chunk) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".part") and len(chunk) > 100:
+            if budget["left"] < len(chunk):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            budget["left"] -= len(chunk)
+        return real_write(fd, chunk)
+
+    monkeypatch.setattr(os, "write", write_until_full)
+    first = pack(catalog, ["ds@1"], [drive], shipment="s1")
+    assert first.drives[0].full and not first.sealed
+    assert not (drive / "ds" / "1" / "big.bin").exists()
+    [part] = (drive / fmt.PARTIAL_DIR).iterdir()
+    assert data.startswith(part.read_bytes()) and part.stat().st_size == 3 << 20
+    monkeypatch.setattr(os, "write", real_write)
+    again = pack(catalog, ["ds@1"], [drive])
+    assert again.sealed and again.drives[0].reused_bytes == 3 << 20
+    assert verify([drive]).whole

@@ -38,14 +38,19 @@ EVENTS = (
 def site_name(catalog: Catalog | None = None) -> str:
     """This site's name: $SNEAKERNET_SITE, else the catalog's `site` setting, else the host."""
     explicit = os.environ.get("SNEAKERNET_SITE")
+    if not explicit and catalog is not None and catalog.path.exists():
+        with catalog.read() as con:
+            return site_in(con)
+    return explicit or socket.gethostname()
+
+
+def site_in(con: duckdb.DuckDBPyConnection) -> str:
+    """site_name, read through a catalog connection the caller already holds."""
+    explicit = os.environ.get("SNEAKERNET_SITE")
     if explicit:
         return explicit
-    if catalog is not None and catalog.path.exists():
-        with catalog.read() as con:
-            row = con.execute("SELECT value FROM meta WHERE key = 'site'").fetchone()
-        if row:
-            return row[0]
-    return socket.gethostname()
+    row = con.execute("SELECT value FROM meta WHERE key = 'site'").fetchone()
+    return row[0] if row else socket.gethostname()
 
 
 def _user() -> str:

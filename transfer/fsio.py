@@ -49,10 +49,11 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def drop_from_cache(fd: int) -> None:
-    """Ask the kernel to forget the file's cached pages, so the next read hits the device."""
+def drop_from_cache(fd: int, start: int = 0, length: int = 0) -> None:
+    """Ask the kernel to forget the file's cached pages (from `start`, `length` bytes or
+    to the end), so the next read hits the device."""
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
 
 
 def unsafe_relative_path(text: str) -> str | None:

@@ -31,6 +31,8 @@ from sneakernet.transfer.packdrive import FileProblem
 from sneakernet.transfer.placement import Placer
 from sneakernet.transfer.registration import register_complete_versions, remember_drive
 
+PROGRESS_SECONDS = 0.05
+
 
 @dataclass(slots=True)
 class DriveIngest:
@@ -165,13 +167,20 @@ def _ingest_drive(
             [info.number],
         ).fetchall()[0]
         done = [0, 0]  # files, bytes
+        shown = [0.0]  # when progress was last reported
+
+        def show() -> None:
+            report(progress, ProgressEvent("ingest", done[0], None, done[1], int(bytes_total),
+                                           label=info.label))
 
         def tick(n_bytes: int) -> None:
             # Called as bytes are read, mid-file too: a stop request (raised from
-            # `progress`) need not wait for a 50 GB file to finish.
+            # `progress`) need not wait for a 50 GB file to finish. Reported at most
+            # every PROGRESS_SECONDS: an event per tiny file costs more than its copy.
             done[1] += n_bytes
-            report(progress, ProgressEvent("ingest", done[0], None, done[1], int(bytes_total),
-                                           label=info.label))
+            if progress is not None and (now := time.monotonic()) - shown[0] >= PROGRESS_SECONDS:
+                shown[0] = now
+                show()
 
         placer = Placer(catalog, root, store, outcome, on_bytes=tick)
         try:
@@ -183,6 +192,7 @@ def _ingest_drive(
                         read = placer.place(row, own_drive=row[4] == info.number)
                         done[0] += 1
                         tick(read)
+            show()
         finally:
             placer.flush()  # hashes of what is in the store, kept even when stopped
     finally:

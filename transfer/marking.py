@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from sneakernet.catalog.db import Catalog
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
@@ -17,19 +19,22 @@ from sneakernet.transfer.sealing import shipment_doc
 
 
 def mark_drives(
-    catalog: Catalog, record: ship.ShipmentRecord, mounts: dict[int, Path], versions: list[dict]
+    catalog: Catalog,
+    record: ship.ShipmentRecord,
+    mounts: dict[int, Path],
+    versions: list[dict],
+    known: tuple[dict[int, ship.DriveRecord], dict[int, int]] | None = None,
 ) -> None:
-    """Write drive.json (state packing) and a `planned` event on each drive."""
+    """Write drive.json (state packing) and a `planned` event on each drive.
+
+    `known`: the shipment's drives by number and the files planned for each,
+    when the caller has them (a fresh pack just recorded them): else read.
+    """
     versions = [{k: v for k, v in ver.items() if k != "root"} for ver in versions]
-    with catalog.read() as con:
-        drives = {d.number: d for d in ship.drives_of(con, record.shipment_id)}
-        planned = dict(
-            con.execute(
-                "SELECT drive_number, count(*) FROM shipment_entries WHERE shipment_id = ?"
-                " AND carried GROUP BY ALL",
-                [record.shipment_id],
-            ).fetchall()
-        )
+    if known is None:
+        with catalog.read() as con:
+            known = drive_facts(con, record.shipment_id)
+    drives, planned = known
     events = []
     for number, root in mounts.items():
         drive = drives[number]
@@ -54,6 +59,21 @@ def mark_drives(
         events.append(event)
     with catalog.write() as con:
         custody.insert_events(con, events)
+
+
+def drive_facts(
+    con: duckdb.DuckDBPyConnection, shipment_id: str
+) -> tuple[dict[int, ship.DriveRecord], dict[int, int]]:
+    """The shipment's drives by number, and how many carried files each is planned to hold."""
+    drives = {d.number: d for d in ship.drives_of(con, shipment_id)}
+    planned = dict(
+        con.execute(
+            "SELECT drive_number, count(*) FROM shipment_entries WHERE shipment_id = ?"
+            " AND carried GROUP BY ALL",
+            [shipment_id],
+        ).fetchall()
+    )
+    return drives, planned
 
 
 def adopt(

@@ -3,7 +3,8 @@
 One worker per drive, so each physical drive sees one sequential writer. A
 file already at its final name on the drive was verified before it got that
 name, so a re-run skips it; a temporary file left by a killed run is
-continued (copier.copy_verified).
+continued (copier.start_copy); a big one is read back while it is written
+(batching.ReadBack).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from sneakernet.transfer import copier
+from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.fsio import READ_FLAGS
 
@@ -73,7 +74,7 @@ def pack_drive(
     partial = root / fmt.PARTIAL_DIR
     partial.mkdir(parents=True, exist_ok=True)
     buffer = bytearray(copier.BUFFER_SIZE)
-    batch = copier.Batch(partial, readback=True)
+    batch = batching.Batch(partial, readback=True)
     there = _OnDrive(str(root))
 
     def on_bytes(n: int) -> None:
@@ -83,10 +84,12 @@ def pack_drive(
 
     try:
         for rows in pq.ParquetFile(files).iter_batches(batch_size=4096, columns=_COLUMNS):
-            for row in rows.to_pylist():
+            # Columns to lists, zipped: a dict per row costs more than the copy of a tiny file.
+            columns = [rows.column(name).to_pylist() for name in _COLUMNS]
+            for row in zip(*columns, strict=True):
                 if stop.is_set():
                     raise Interrupted
-                item = _pack_one(there, str(partial), row, outcome, buffer, tick, on_bytes)
+                item = _pack_one(there, batch, row, outcome, buffer, tick, on_bytes)
                 if item is _FULL_STOP:
                     _count(batch.drain(), outcome, tick)
                     return outcome
@@ -132,20 +135,20 @@ class _OnDrive:
 
 def _pack_one(
     there: _OnDrive,
-    partial: str,
-    row: dict,
+    batch: batching.Batch,
+    row: tuple,
     outcome: DriveOutcome,
     buffer: bytearray,
     tick: Tick,
     on_bytes: Callable[[int], None],
-) -> copier.Pending | object | None:
+) -> batching.Pending | object | None:
     """Copy one file to its temporary name on the drive.
 
     Returns the pending copy (for the batch to sync, read back and name), None
     when there is nothing to finish (already on the drive, or a problem was
     recorded), or _FULL_STOP when the drive is full and packing it must stop.
     """
-    drive_path, size = row["drive_path"], row["size"]
+    drive_path, size, digest, mtime_ns, root, path = row  # in the order of _COLUMNS
     final = f"{there.root}/{drive_path}"
     if there.holds(drive_path):
         try:
@@ -159,7 +162,7 @@ def _pack_one(
             else:
                 outcome.problems.append(FileProblem(drive_path, "clash", _CLASH))
             return None
-    source = os.path.join(row["root"] or "", row["path"])
+    source = f"{root}/{path}" if root else path  # catalog paths are relative
     try:
         src = os.open(source, READ_FLAGS)
     except FileNotFoundError:
@@ -168,18 +171,20 @@ def _pack_one(
     except OSError as exc:
         outcome.problems.append(FileProblem(drive_path, "unreadable", f"{source}: {exc.strerror}"))
         return None
-    tmp = f"{partial}/{row['hash']}.part"
+    tmp = f"{batch.folder}/{digest}.part"
+    windows = batch.windows(size)
     try:
         out, result = copier.start_copy(
             src,
             tmp,
             size=size,
-            digest=row["hash"],
+            digest=digest,
             buffer=buffer,
             # Progress (and a stop request) within a file only for big ones; a small
             # file's bytes are counted with it when its batch is finished.
             on_bytes=on_bytes if size >= len(buffer) else None,
-            mtime_ns=row["mtime_ns"],
+            mtime_ns=mtime_ns,
+            windows=windows,
         )
     except copier.SourceMismatch as exc:
         outcome.problems.append(
@@ -195,10 +200,10 @@ def _pack_one(
         return None
     finally:
         os.close(src)
-    return copier.Pending(out, tmp, final, size, row["hash"], result, drive_path)
+    return batching.Pending(out, tmp, final, size, digest, result, drive_path, windows=windows)
 
 
-def _count(items: list[copier.Pending], outcome: DriveOutcome, tick: Tick) -> None:
+def _count(items: list[batching.Pending], outcome: DriveOutcome, tick: Tick) -> None:
     """Record the outcome of each copy a batch finished (named, or why not)."""
     files = ticked = 0
     for item in items:

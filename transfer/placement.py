@@ -18,7 +18,7 @@ from pathlib import Path
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.hashing import hash_file
 from sneakernet.catalog.hashpass import store_cached_hashes
-from sneakernet.transfer import copier
+from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.fsio import FolderCache
@@ -45,7 +45,7 @@ class Placer:
         self.buffer = bytearray(copier.BUFFER_SIZE)
         self.cache_rows: list[tuple[int, int, int, int, str]] = []
         self.flushed = time.monotonic()
-        self.batch = copier.Batch(self.partial, readback=False)
+        self.batch = batching.Batch(self.partial, readback=False)
         self.waiting: set[str] = set()  # targets of copies in a batch not yet finished
         self.waiting_hashes: set[str] = set()  # ... and their content (one temporary name each)
         self.linked: list[str] = []  # folders of links whose names are not yet durable
@@ -70,7 +70,9 @@ class Placer:
         own_copy = f"{self.store_text}/{drive_path}"
         if self.waiting and (store_copy in self.waiting or own_copy in self.waiting):
             self._finish(self.batch.drain())  # link to it once it has its name
-        source = self._linkable(store_copy, size) or self._proven_copy(own_copy, digest, size)
+        source = self._linkable(store_copy, size)
+        if source is None and own_copy != target:  # (the target was just found absent)
+            source = self._proven_copy(own_copy, digest, size)
         if source is not None:
             try:
                 copier.link_no_replace(Path(source), Path(target), durable=False)
@@ -78,7 +80,7 @@ class Placer:
                 return self._clash(Path(target), drive_path)
             self.outcome.linked_files += 1
             self.linked.append(os.path.dirname(target))
-            if len(self.linked) >= copier.BATCH_FILES:
+            if len(self.linked) >= batching.BATCH_FILES:
                 self._sync_links()
             return 0
         if not own_drive:
@@ -121,14 +123,14 @@ class Placer:
             return 0
         finally:
             os.close(src)
-        self.batch.add(copier.Pending(out, tmp, target, size, digest, result, drive_path))
+        self.batch.add(batching.Pending(out, tmp, target, size, digest, result, drive_path))
         self.waiting.add(target)
         self.waiting_hashes.add(digest)
         if self.batch.full:
             self._finish(self.batch.submit())
         return 0 if self.on_bytes else size
 
-    def _finish(self, items: list[copier.Pending]) -> None:
+    def _finish(self, items: list[batching.Pending]) -> None:
         """Record each copy a batch finished: named in the store, or why not."""
         for item in items:
             self.waiting.discard(item.final)
@@ -228,13 +230,13 @@ class Placer:
         finally:
             self.folders.close()
             self.batch.close()
-            self.batch = copier.Batch(self.partial, readback=False)
+            self.batch = batching.Batch(self.partial, readback=False)
         self._sync_links()
         self._flush_cache()
 
     def _sync_links(self) -> None:
         linked, self.linked = self.linked, []
-        for parent, exc in copier.sync_names(self.store, linked):
+        for parent, exc in batching.sync_names(self.store, linked):
             where = os.path.relpath(parent, self.store)
             self._problem(where, "unreadable", f"cannot make its new links durable: {exc}")
 
@@ -247,6 +249,8 @@ class Placer:
 
 def _inside(store: str, target: str) -> bool:
     """A second line of defence behind the manifest checks: never write outside the store."""
+    if "/." not in target and "//" not in target:  # no `..` can hide in it: the common case
+        return target.startswith(store + "/")
     return os.path.commonpath([store, os.path.normpath(target)]) == store
 
 

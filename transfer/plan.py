@@ -263,6 +263,13 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
         yield from chunk
 
 
+def _column_rows(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[tuple]:
+    """_rows through Arrow: a column at a time into Python, a third of the cost per row."""
+    reader = con.cursor().sql(sql).to_arrow_reader(65536)
+    for batch in reader:
+        yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+
+
 def _first_fit(room: list[int], size: int) -> int | None:
     for index, free in enumerate(room):
         if size <= free:
@@ -295,7 +302,7 @@ def _write_index(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
 
 def _check_names(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     fs_of = {d.number: d.target.fs_type for d in plan.drives}
-    for own_path, size, drive, raw in _rows(
+    for own_path, size, drive, raw in _column_rows(
         con,
         "SELECT c.own_path, c.size, c.drive, s.raw_path IS NOT NULL FROM carried c"
         " JOIN sel s USING (own_path) ORDER BY own_path",
@@ -304,7 +311,8 @@ def _check_names(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
             found = [fsnames.NameProblem(own_path, "name is not valid UTF-8", True)]
         else:
             found = fsnames.check_path(own_path, size, fs_of[drive])
-        _add_problems(plan, found)
+        if found:  # nearly every name is fine: no call for them (a million rows)
+            _add_problems(plan, found)
     for drive, paths in _rows(
         con,
         "SELECT drive, list(own_path ORDER BY own_path) FROM carried"

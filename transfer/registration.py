@@ -165,42 +165,43 @@ def _entries_in_store(index: Path, dataset: str, number: int, store: Path, out: 
         base = store / dataset / str(number)
         with pq.ParquetWriter(out, ENTRY_SCHEMA) as writer:
             while rows := cursor.fetchmany(8192):
-                batch, gaps = _entry_rows(rows, base)
+                batch, gaps = _entry_rows(rows, str(base))
                 missing += gaps
-                writer.write_table(pa.Table.from_pylist(batch, schema=ENTRY_SCHEMA))
+                writer.write_table(pa.Table.from_pydict(batch, schema=ENTRY_SCHEMA))
     finally:
         con.close()
     return missing
 
 
-def _entry_rows(rows: list[tuple], base: Path) -> tuple[list[dict], int]:
-    out, missing = [], 0
-    for path, kind, size, mtime_ns, mode, digest, link_target, is_video, status, error in rows:
+_NAMES = ("path", "kind", "size", "mtime_ns", "mode", "hash", "link_target", "is_video",
+          "status", "error")
+
+
+def _entry_rows(rows: list[tuple], base: str) -> tuple[dict[str, list], int]:
+    """The rows as ENTRY_SCHEMA columns, with each file's store inode; how many are missing.
+
+    Columns, not a dict per row: this runs once per file of every ingested version.
+    """
+    columns: dict[str, list] = {name: list(values) for name, values in
+                                zip(_NAMES, zip(*rows, strict=True), strict=True)}
+    inodes: list[int | None] = []
+    devices: list[int | None] = []
+    missing = 0
+    lstat, is_reg = os.lstat, stat.S_ISREG
+    for path, kind, size, digest in zip(columns["path"], columns["kind"], columns["size"],
+                                        columns["hash"], strict=True):
         inode = device = None
         if kind == "file" and digest is not None:
             try:
-                info = os.lstat(base / path)
+                info = lstat(f"{base}/{path}")
             except OSError:
                 info = None
-            if info is None or not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            if info is None or not is_reg(info.st_mode) or info.st_size != size:
                 missing += 1
             else:
                 inode, device = info.st_ino, info.st_dev
-        out.append(
-            {
-                "path": path,
-                "raw_path": None,
-                "kind": kind,
-                "size": size,
-                "mtime_ns": mtime_ns,
-                "mode": mode,
-                "inode": inode,
-                "device": device,
-                "hash": digest,
-                "link_target": link_target,
-                "is_video": is_video,
-                "status": status,
-                "error": error,
-            }
-        )
-    return out, missing
+        inodes.append(inode)
+        devices.append(device)
+    columns["raw_path"] = [None] * len(rows)
+    columns["inode"], columns["device"] = inodes, devices
+    return columns, missing
