@@ -39,40 +39,6 @@ class CopyResult:
     reused: int  # bytes of a previous partial copy kept
 
 
-def copy_verified(
-    src_fd: int,
-    tmp: Path,
-    *,
-    size: int,
-    digest: str,
-    buffer: bytearray,
-    readback: bool,
-    on_bytes: ProgressBytes | None = None,
-) -> CopyResult:
-    """Copy `size` bytes from `src_fd` to `tmp`, proving they hash to `digest`.
-
-    Raises SourceMismatch or CopyCorrupt (the temporary file is then removed),
-    or OSError from the file system (ENOSPC, EIO: the temporary file is kept
-    so that a later run can continue it).
-    """
-    out, result = start_copy(
-        src_fd, tmp, size=size, digest=digest, buffer=buffer, on_bytes=on_bytes
-    )
-    try:
-        os.fsync(out)
-        if readback:
-            check_readback(out, size, digest, buffer)
-    except CopyCorrupt:
-        os.close(out)
-        out = -1
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        if out >= 0:
-            os.close(out)
-    return result
-
-
 def start_copy(
     src_fd: int,
     tmp: Path | str,
@@ -85,7 +51,7 @@ def start_copy(
     mode: int | None = None,
     windows: Windows | None = None,
 ) -> tuple[int, CopyResult]:
-    """The copy of copy_verified up to its fsync: returns the open temporary file and result.
+    """A verified copy up to its fsync: returns the open temporary file and result.
 
     The bytes written hash to `digest` (else SourceMismatch, the temporary file
     removed); they are not yet durable nor read back. `mtime_ns` and `mode` are
@@ -241,20 +207,6 @@ def hash_range(fd: int, start: int, end: int, hasher: xxhash.xxh3_128, buffer: b
         hasher.update(view[:n])
         offset += n
     return offset
-
-
-def place(tmp: Path, final: Path, *, durable: bool = True) -> None:
-    """Give a verified temporary file its final name, never replacing an existing file.
-
-    A hard link fails atomically if the name exists; file systems without
-    hard links (exFAT, FAT32) get an existence check and a rename instead.
-    Raises FileExistsError when the name is taken. `durable=False` leaves the
-    folder's fsync to the caller (a Batch syncs the file system once).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    name_no_replace(str(tmp), str(final))
-    if durable:
-        fsync_dir(final.parent)
 
 
 _RENAME_NOREPLACE = 1  # linux/fs.h
