@@ -11,6 +11,7 @@ import itertools
 import os
 import stat
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 BATCH_ROWS = 16384
-WALK_WORKERS = 2
+WALK_WORKERS = 1
 CHUNK_ENTRIES = 4096  # a folder of a million files is read a chunk at a time
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -39,6 +40,10 @@ WALK_SCHEMA = pa.schema(
         ("link_target", pa.string()),
     ]
 )
+
+
+_INT_FIELDS = [WALK_SCHEMA.field(name) for name in ("size", "mtime_ns", "mode", "inode", "device")]
+_INT_CODES = ("q", "q", "i", "Q", "Q")  # the same types as _INT_FIELDS, for array.array
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +145,9 @@ class _Columns:
     __slots__ = ("dense", "links", "raw")
 
     def __init__(self) -> None:
-        # path, size, mtime_ns, mode, inode, device
-        self.dense: tuple[list, ...] = tuple([] for _ in range(6))
+        # path, then size, mtime_ns, mode, inode, device as machine ints: no int object
+        # per row lives until the batch is written, and Arrow takes their memory as is
+        self.dense: tuple[list | array, ...] = ([], *(array(code) for code in _INT_CODES))
         self.raw: dict[int, bytes] = {}  # exact bytes of names that are not UTF-8
         self.links: dict[int, str] = {}  # the symlinks' rows, with their targets
 
@@ -165,11 +171,11 @@ class _Columns:
             kind[row], link[row] = "symlink", target
         for row, name in self.raw.items():
             raw[row] = name
-        columns = (path, raw, kind, size, mtime_ns, mode, inode, device, link)
-        return pa.table(
-            [pa.array(col, type=f.type) for col, f in zip(columns, WALK_SCHEMA, strict=True)],
-            schema=WALK_SCHEMA,
-        )
+        ints = [pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(col)])
+                for col, f in zip((size, mtime_ns, mode, inode, device), _INT_FIELDS, strict=True)]
+        columns = [pa.array(path, pa.string()), pa.array(raw, pa.binary()),
+                   pa.array(kind, pa.string()), *ints, pa.array(link, pa.string())]
+        return pa.Table.from_arrays(columns, schema=WALK_SCHEMA)
 
 
 @dataclass(slots=True)
