@@ -11,6 +11,7 @@ import itertools
 import os
 import stat
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,7 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 BATCH_ROWS = 16384
-WALK_WORKERS = 2
+# One reader thread: a second measured no faster and took ~1.9x the CPU (each lstat drops
+# and takes the GIL, and the Python around it is most of an entry's cost).
+WALK_WORKERS = 1
 CHUNK_ENTRIES = 4096  # a folder of a million files is read a chunk at a time
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -39,6 +42,10 @@ WALK_SCHEMA = pa.schema(
         ("link_target", pa.string()),
     ]
 )
+
+
+_INT_FIELDS = [WALK_SCHEMA.field(name) for name in ("size", "mtime_ns", "mode", "inode", "device")]
+_INT_CODES = ("q", "q", "i", "Q", "Q")  # the same types as _INT_FIELDS, for array.array
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +95,8 @@ def walk_to_parquet(
 
     The walk is an lstat per entry, and on these machines the syscall is most of
     its cost: each folder is opened once and its entries stat-ed by name in it
-    (fstatat, no path lookup from the root), and folders are read by a few
-    threads at once (the syscall releases the GIL). Rows are kept as columns
+    (fstatat, no path lookup from the root), in a reader thread while this
+    one turns the rows into Arrow and Parquet. Rows are kept as columns
     (no tuple per row for the garbage collector to trace) and leave in
     batches, in no particular order; problems are sorted by path.
     """
@@ -130,25 +137,47 @@ def walk_to_parquet(
 
 
 class _Columns:
-    """One batch of walk rows, column by column (ints and strings: nothing for the GC)."""
+    """One batch of walk rows, column by column (ints and strings: nothing for the GC).
 
-    __slots__ = ("cols",)
+    Almost every row is a regular file with a UTF-8 name, so the columns that are
+    the same for all of those (kind, raw_path, link_target) are kept sparse, by row,
+    and filled in once per batch: appends are most of the walk's Python per entry.
+    """
+
+    __slots__ = ("dense", "links", "raw")
 
     def __init__(self) -> None:
-        self.cols: tuple[list, ...] = tuple([] for _ in WALK_SCHEMA)
+        # path, then size, mtime_ns, mode, inode, device as machine ints: no int object
+        # per row lives until the batch is written, and Arrow takes their memory as is
+        self.dense: tuple[list | array, ...] = ([], *(array(code) for code in _INT_CODES))
+        self.raw: dict[int, bytes] = {}  # exact bytes of names that are not UTF-8
+        self.links: dict[int, str] = {}  # the symlinks' rows, with their targets
 
     def __len__(self) -> int:
-        return len(self.cols[0])
+        return len(self.dense[0])
 
     def extend(self, other: _Columns) -> None:
-        for mine, theirs in zip(self.cols, other.cols, strict=True):
+        offset = len(self)
+        for mine, theirs in zip(self.dense, other.dense, strict=True):
             mine.extend(theirs)
+        self.raw.update((row + offset, raw) for row, raw in other.raw.items())
+        self.links.update((row + offset, link) for row, link in other.links.items())
 
     def table(self) -> pa.Table:
-        return pa.table(
-            [pa.array(col, type=f.type) for col, f in zip(self.cols, WALK_SCHEMA, strict=True)],
-            schema=WALK_SCHEMA,
-        )
+        n = len(self)
+        path, size, mtime_ns, mode, inode, device = self.dense
+        kind: list[str] = ["file"] * n
+        raw: list[bytes | None] = [None] * n
+        link: list[str | None] = [None] * n
+        for row, target in self.links.items():
+            kind[row], link[row] = "symlink", target
+        for row, name in self.raw.items():
+            raw[row] = name
+        ints = [pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(col)])
+                for col, f in zip((size, mtime_ns, mode, inode, device), _INT_FIELDS, strict=True)]
+        columns = [pa.array(path, pa.string()), pa.array(raw, pa.binary()),
+                   pa.array(kind, pa.string()), *ints, pa.array(link, pa.string())]
+        return pa.Table.from_arrays(columns, schema=WALK_SCHEMA)
 
 
 @dataclass(slots=True)
@@ -216,13 +245,16 @@ class _Walker:
     def _visit(
         self, chunk: list[os.DirEntry], job: _Job, columns: _Columns, folders: list[_Job]
     ) -> None:
-        path_, raw_, kind_, size_, mtime_, mode_, inode_, device_, link_ = (
-            col.append for col in columns.cols
-        )
+        path_, size_, mtime_, mode_, inode_, device_ = (col.append for col in columns.dense)
+        row = len(columns)
         rel, fd = job.rel, job.fd
         folder = job.folder.rstrip("/")  # "" for the root folder "/": children are "/name"
         prefix = f"{rel}/" if rel else ""
         names = [entry.name for entry in chunk]
+        if not self.excluded_names.isdisjoint(names):  # one check a chunk, not one a name
+            kept = [(e, n) for e, n in zip(chunk, names, strict=True)
+                    if f"{folder}/{n}" not in self.excluded]
+            chunk, names = [e for e, _ in kept], [n for _, n in kept]
         try:  # one check for the whole chunk: almost every name is plain text
             "/".join(names).encode("utf-8")
             plain = True
@@ -231,47 +263,40 @@ class _Walker:
         files = symlinks = size_total = 0
         problems: list[Problem] = []
         for entry, name in zip(chunk, names, strict=True):
-            if name in self.excluded_names and f"{folder}/{name}" in self.excluded:
-                continue
-            child = prefix + name
             try:
                 st = entry.stat(follow_symlinks=False)
                 mode = st.st_mode
-                if S_ISDIR(mode):
-                    folders.append(_Job(f"{folder}/{name}", child))
-                    continue
                 if S_ISREG(mode):
-                    kind, target = "file", None
+                    files += 1
+                    size_total += st.st_size
+                elif S_ISDIR(mode):
+                    folders.append(_Job(f"{folder}/{name}", prefix + name))
+                    continue
                 elif S_ISLNK(mode):
-                    kind, target = "symlink", display_name(os.readlink(name, dir_fd=fd))[0]
+                    columns.links[row] = display_name(os.readlink(name, dir_fd=fd))[0]
+                    symlinks += 1
                 else:
-                    problems.append(Problem(_shown(child), "skipped", _special(mode)))
+                    problems.append(Problem(_shown(prefix + name), "skipped", _special(mode)))
                     continue
             except FileNotFoundError:
-                problems.append(Problem(_shown(child), "vanished", "gone during scan"))
+                problems.append(Problem(_shown(prefix + name), "vanished", "gone during scan"))
                 continue
             except OSError as exc:
-                problems.append(Problem(_shown(child), "unreadable", _reason(exc)))
+                problems.append(Problem(_shown(prefix + name), "unreadable", _reason(exc)))
                 continue
             if plain:
-                path_(child)
-                raw_(None)
+                path_(prefix + name)
             else:
-                shown, raw = display_name(child)
+                shown, raw = display_name(prefix + name)
                 path_(shown)
-                raw_(raw)
-            kind_(kind)
+                if raw is not None:
+                    columns.raw[row] = raw
             size_(st.st_size)
             mtime_(st.st_mtime_ns)
             mode_(mode)
             inode_(st.st_ino)
             device_(st.st_dev)
-            link_(target)
-            if target is None:
-                files += 1
-                size_total += st.st_size
-            else:
-                symlinks += 1
+            row += 1
         with self.lock:
             self.result.files += files
             self.result.symlinks += symlinks

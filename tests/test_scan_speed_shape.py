@@ -173,3 +173,79 @@ def test_walk_reads_big_folders_in_chunks_and_finds_everything(tmp_path: Path, m
     assert set(rows) == on_disk and result.files == 40 and result.symlinks == 1
     assert rows["to_b"][0] == "symlink" and rows["to_b"][4] == "a/b"
     assert result.bytes == sum(range(40))
+
+
+def test_walk_rows_match_lstat_across_batches_links_and_raw_names(tmp_path: Path, monkeypatch):
+    """Sparse columns (kind, raw_path, link_target) land on the right rows after batching."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(walk, "CHUNK_ENTRIES", 4)
+    monkeypatch.setattr(walk, "BATCH_ROWS", 5)
+    root = tmp_path / "tree"
+    expected: dict[bytes, tuple] = {}
+    for d in range(6):
+        folder = root / f"d{d}"
+        folder.mkdir(parents=True)
+        for i in range(7):
+            name = f"f{i}".encode() + (b"\xff" if (d + i) % 4 == 0 else b"")
+            path = os.fsencode(folder) + b"/" + name
+            if (d + i) % 3 == 0:
+                os.symlink(b"../target" + name, path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(b"x" * (d * 10 + i))
+            st = os.lstat(path)
+            link = os.fsdecode(os.readlink(path)) if (d + i) % 3 == 0 else None
+            expected[f"d{d}/".encode() + name] = (
+                "symlink" if link else "file", st.st_size, st.st_mtime_ns, st.st_mode,
+                st.st_ino, st.st_dev, link,
+            )
+    result = walk.walk_to_parquet(root, tmp_path / "walk.parquet")
+    rows = pq.read_table(tmp_path / "walk.parquet").to_pylist()
+    got = {
+        (r["raw_path"] if r["raw_path"] is not None else r["path"].encode()): (
+            r["kind"], r["size"], r["mtime_ns"], r["mode"], r["inode"], r["device"],
+            None if r["link_target"] is None else os.fsencode(r["link_target"]).decode(
+                "utf-8", "backslashreplace"),
+        )
+        for r in rows
+    }
+    shown = {k: (*v[:6], None if v[6] is None else os.fsencode(v[6]).decode(
+        "utf-8", "backslashreplace")) for k, v in expected.items()}
+    assert got == shown
+    assert result.files == sum(v[0] == "file" for v in expected.values())
+    assert result.symlinks == len(expected) - result.files
+
+
+def test_small_files_are_read_one_chunk_at_a_time(tmp_path: Path, monkeypatch):
+    """Small files: one reader thread at a time (two contend for the GIL and lose)."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    for i in range(40):
+        (root / f"f{i:02}").write_bytes(os.urandom(1000 + i))
+    monkeypatch.setattr(hashpass, "CHUNK_FILES", 2)
+    active, peak, guard = [0], [0], threading.Lock()
+    real = hashpass._hash_one
+
+    def counting(path, buffer, expected):
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.002)
+        try:
+            return real(path, buffer, expected)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(hashpass, "_hash_one", counting)
+    result = scan(Catalog(tmp_path / "cat.duckdb"), root, "ds", workers=4)
+    assert result.hashed_files == 40 and peak[0] == 1
+    rows = _rows(Catalog(tmp_path / "cat.duckdb"), "ds")
+    assert all(
+        rows[name][2] == xxhash.xxh3_128_hexdigest((root / name).read_bytes()) for name in rows
+    )
+    monkeypatch.setattr(hashpass, "SERIAL_MEAN_BYTES", 0)  # as if they were big: in parallel
+    peak[0] = 0
+    scan(Catalog(tmp_path / "cat.duckdb"), root, "ds", workers=4, rehash=True)
+    assert peak[0] > 1
