@@ -32,19 +32,11 @@ from sneakernet.catalog.hashing import (
     NotRegularFile,
     hash_file,
 )
-from sneakernet.catalog.probe import VIDEO_EXTENSIONS
+from sneakernet.catalog.media import VIDEO_EXTENSIONS
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
+from sneakernet.catalog.versions import ENTRY_SCHEMA
 from sneakernet.catalog.walk import WALK_SCHEMA, Problem
 
-ENTRY_SCHEMA = pa.schema(
-    [
-        *WALK_SCHEMA,
-        ("is_video", pa.bool_()),
-        ("hash", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-    ]
-)
 CHUNK_FILES = 128
 CHUNK_BYTES = 32 << 20
 # Chunks of files this small on average are read by one thread at a time. Each such

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sneakernet.catalog.db import Catalog, sql_path
-from sneakernet.catalog.probe import PROBE_VERSION, MediaInfo, probe
+from sneakernet.catalog.media import PROBE_VERSION, MediaInfo
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import Problem
 
@@ -78,6 +78,9 @@ def probe_all(
     progress: ProgressFn | None,
 ) -> int:
     """Probe every file listed in `todo_file`; store results in short transactions."""
+    # PyAV and its codecs take ~0.1 s to load: a scan with no new video never pays it.
+    from sneakernet.catalog.probe import probe
+
     base = os.fsencode(root).rstrip(b"/")
     done = 0
     pending: list[tuple[str, MediaInfo]] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from sneakernet.catalog.db import sql_path
-from sneakernet.catalog.probe import PROBE_VERSION
+from sneakernet.catalog.media import PROBE_VERSION
 from sneakernet.catalog.walk import Problem
 
 

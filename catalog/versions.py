@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import UsageError
 from sneakernet.catalog.refs import VersionRef, check_dataset_name, check_label, resolve
+from sneakernet.catalog.walk import WALK_SCHEMA
 
 # What makes two file lists different (see _differs): path, kind, size, hash,
 # link target, status. mtime alone is not a change: a touched file with the
@@ -23,6 +25,16 @@ from sneakernet.catalog.refs import VersionRef, check_dataset_name, check_label,
 ENTRY_COLUMNS = (
     "path, raw_path, kind, size, mtime_ns, mode, inode, device, hash, link_target, is_video,"
     " status, error"
+)
+# The rows commit_entries reads: a walk's columns plus what the hash pass found.
+ENTRY_SCHEMA = pa.schema(
+    [
+        *WALK_SCHEMA,
+        ("is_video", pa.bool_()),
+        ("hash", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
 )
 
 

@@ -35,7 +35,7 @@ from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import CatalogBusyError, SourceError
 from sneakernet.catalog.hashing import FileHash
 from sneakernet.catalog.hashpass import store_cached_hashes
-from sneakernet.catalog.probe import MediaInfo, is_video_name
+from sneakernet.catalog.media import MediaInfo, is_video_name
 from sneakernet.catalog.probepass import store_media
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name

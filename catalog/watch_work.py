@@ -23,7 +23,8 @@ from sneakernet.catalog.hashing import (
     NotRegularFile,
     hash_file,
 )
-from sneakernet.catalog.probe import PROBE_VERSION, MediaInfo, probe
+from sneakernet.catalog.media import PROBE_VERSION, MediaInfo
+from sneakernet.catalog.probe import probe
 
 
 class Sig(NamedTuple):

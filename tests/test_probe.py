@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sneakernet.catalog import probe, samples
+from sneakernet.catalog import media, probe, samples
 from sneakernet.catalog.samples import ClipSpec
 
 # Clips beyond the default dataset: reordered (B-frame) packets in containers that do
@@ -87,7 +87,7 @@ def test_probe_matches_ffprobe(clip_dir: Path, spec: ClipSpec) -> None:
 
 
 def test_sample_dataset_layout(clip_dir: Path) -> None:
-    videos = sorted(p for p in clip_dir.rglob("*") if p.is_file() and probe.is_video_name(p.name))
+    videos = sorted(p for p in clip_dir.rglob("*") if p.is_file() and media.is_video_name(p.name))
     others = sorted(p for p in clip_dir.rglob("*") if p.is_file() and p not in videos)
     assert {p.suffix for p in others} == {".txt", ".json"}
     assert len(videos) == len(ALL_CLIPS) + 1  # plus broken/cut.mp4
@@ -195,8 +195,8 @@ def test_name_that_looks_like_a_url(
 
 
 def test_is_video_name() -> None:
-    assert probe.is_video_name("a/b/CLIP.MP4")
-    assert probe.is_video_name("x.m2ts") and probe.is_video_name("y.webm")
-    assert not probe.is_video_name("notes.txt")
-    assert not probe.is_video_name("mp4")
-    assert all(e.startswith(".") and e == e.lower() for e in probe.VIDEO_EXTENSIONS)
+    assert media.is_video_name("a/b/CLIP.MP4")
+    assert media.is_video_name("x.m2ts") and media.is_video_name("y.webm")
+    assert not media.is_video_name("notes.txt")
+    assert not media.is_video_name("mp4")
+    assert all(e.startswith(".") and e == e.lower() for e in media.VIDEO_EXTENSIONS)

@@ -18,7 +18,7 @@ from sneakernet.catalog import samples
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.diff import DiffResult, diff
 from sneakernet.catalog.errors import SourceError
-from sneakernet.catalog.probe import is_video_name
+from sneakernet.catalog.media import is_video_name
 from sneakernet.catalog.progress import ProgressFn
 from sneakernet.catalog.scan import ScanResult, scan
 from sneakernet.catalog.stats import Stats, stats

@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sneakernet.catalog.db import Catalog, sql_path
-from sneakernet.catalog.hashpass import ENTRY_SCHEMA
-from sneakernet.catalog.versions import commit_entries, same_entries
+from sneakernet.catalog.versions import ENTRY_SCHEMA, commit_entries, same_entries
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.shipment import find_shipment
