@@ -499,15 +499,26 @@ def test_one_byte_edit_of_any_sealed_file_breaks_the_seal(golden, tmp_path):
     )
     assert ver.returncode == EXIT_PROBLEMS and b"Traceback" not in ver.stderr + ver.stdout
     text = ver.stdout.decode()
-    blocks = text.split(f"{tmp_path}/d")[1:]  # one block per drive, in order
-    for name, block in zip(_SEALED, blocks, strict=True):
-        head, found = block.split("\n", 1)
-        assert "seal BROKEN" in head and "10 ok" in head, (name, block)
-        assert _seal_needle(name) in found, (name, block)
+    blocks = _blocks_per_drive(text, f"{tmp_path}/d")
+    assert len(blocks) == len(_SEALED), text
+    for name, (head, found) in zip(_SEALED, blocks, strict=True):
+        assert "seal BROKEN" in head and "10 ok" in head, (name, text)
+        assert _seal_needle(name) in found, (name, text)
     assert_error_line(ing, EXIT_DRIVE, "seal is broken", fmt.MANIFEST_FILE)
     for name, path in drives.items():
         assert_refused_untouched(path, store, Catalog(tmp_path / "lib.duckdb"), "seal is broken",
                                  _seal_needle(name))
+
+
+def _blocks_per_drive(text: str, prefix: str) -> list[tuple[str, str]]:
+    """verify's human output: a head line per drive, then its indented findings."""
+    blocks: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            blocks.append((line, ""))
+        elif blocks and line.startswith(" "):
+            blocks[-1] = (blocks[-1][0], blocks[-1][1] + line + "\n")
+    return blocks
 
 
 def _seal_needle(name: str) -> str:
