@@ -44,12 +44,20 @@ class Service:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: list[dict] = []
+        self.errors: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # stderr drained as it comes: a full pipe would block the service's exit
+        self._err_reader = threading.Thread(target=self._read_errors, daemon=True)
+        self._err_reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(json.loads(line))
+
+    def _read_errors(self) -> None:
+        for line in self.proc.stderr:
+            self.errors.append(line)
 
     def wait_for(self, want: Callable[[dict], bool], what: str) -> dict:
         deadline = time.monotonic() + TIMEOUT
@@ -62,16 +70,24 @@ class Service:
                 for line in self.lines:
                     if want(line):
                         return line
+                self._err_reader.join(5)
                 pytest.fail(f"exited {self.proc.returncode} before {what}: "
-                            f"{self.lines}\n{self.proc.stderr.read()}")
+                            f"{self.lines}\n{''.join(self.errors)}")
             time.sleep(0.01)
         pytest.fail(f"no {what} within {TIMEOUT} s: {self.lines}")
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=15)
+        try:
+            code = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"no exit within 15 s of SIGTERM; last lines {self.lines[-3:]}, "
+                        f"stderr {''.join(self.errors)[-2000:]!r}")
         self._reader.join(5)
-        return code, self.proc.stderr.read()
+        self._err_reader.join(5)
+        return code, "".join(self.errors)
 
 
 def _kinds(lines: list[dict], kind: str) -> list[dict]:

@@ -32,6 +32,7 @@ from sneakernet.transfer.placement import Placer
 from sneakernet.transfer.registration import register_complete_versions, remember_drive
 
 PROGRESS_SECONDS = 0.05
+PROGRESS_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -167,7 +168,7 @@ def _ingest_drive(
             [info.number],
         ).fetchall()[0]
         done = [0, 0]  # files, bytes
-        shown = [0.0]  # when progress was last reported
+        shown = [0.0, 0]  # when progress was last reported, and at how many bytes
 
         def show() -> None:
             report(progress, ProgressEvent("ingest", done[0], None, done[1], int(bytes_total),
@@ -175,11 +176,15 @@ def _ingest_drive(
 
         def tick(n_bytes: int) -> None:
             # Called as bytes are read, mid-file too: a stop request (raised from
-            # `progress`) need not wait for a 50 GB file to finish. Reported at most
-            # every PROGRESS_SECONDS: an event per tiny file costs more than its copy.
+            # `progress`) need not wait for a 50 GB file to finish. Reported every
+            # PROGRESS_SECONDS or PROGRESS_BYTES, whichever comes first: an event per
+            # tiny file costs more than its copy, yet a stop lands within a MiB.
             done[1] += n_bytes
-            if progress is not None and (now := time.monotonic()) - shown[0] >= PROGRESS_SECONDS:
-                shown[0] = now
+            if progress is None:
+                return
+            now = time.monotonic()
+            if now - shown[0] >= PROGRESS_SECONDS or done[1] - shown[1] >= PROGRESS_BYTES:
+                shown[0], shown[1] = now, done[1]
                 show()
 
         placer = Placer(catalog, root, store, outcome, on_bytes=tick)
