@@ -259,12 +259,10 @@ def _copy_all(
     files: dict[int, Path] = {}
     for outcome in result.drives:
         files[outcome.number] = work / f"drive-{outcome.number}.parquet"
-        outcome.files = ship.export_drive_files(
+        outcome.files, outcome.bytes = ship.export_drive_files(
             catalog, result.shipment_id, outcome.number, files[outcome.number]
         )
-    totals = {o.number: _total_bytes(files[o.number]) for o in result.drives}
-    for outcome in result.drives:
-        outcome.bytes = totals[outcome.number]
+    totals = {o.number: o.bytes for o in result.drives}
     done = {o.number: [0, 0] for o in result.drives}
     lock = threading.Lock()
     stop = threading.Event()
@@ -306,14 +304,6 @@ def _copy_all(
             stop.set()
             wait(set(futures))
             raise KeyboardInterrupt from None
-
-
-def _total_bytes(files: Path) -> int:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(files, columns=["size"])
-    return int(pc.sum(table.column("size")).as_py() or 0)
 
 
 def _seal_all(catalog: Catalog, result: PackResult, mounts: dict[int, Path]) -> None:

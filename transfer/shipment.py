@@ -174,8 +174,13 @@ def move_files(
     )
 
 
-def export_drive_files(catalog: Catalog, shipment_id: str, number: int, out: Path) -> int:
-    """The files drive `number` must carry, with their source path, to Parquet."""
+def export_drive_files(
+    catalog: Catalog, shipment_id: str, number: int, out: Path
+) -> tuple[int, int]:
+    """The files drive `number` must carry, with their source path, to Parquet.
+
+    Returns how many files and bytes that is.
+    """
     with catalog.read() as con:
         con.execute(
             f"""COPY (
@@ -188,11 +193,12 @@ def export_drive_files(catalog: Catalog, shipment_id: str, number: int, out: Pat
             ) TO {sql_path(out)} (FORMAT parquet)""",
             [shipment_id, number],
         )
-        return con.execute(
-            "SELECT count(*) FROM shipment_entries WHERE shipment_id = ? AND carried"
-            " AND drive_number = ?",
+        files, size = con.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM shipment_entries"
+            " WHERE shipment_id = ? AND carried AND drive_number = ?",
             [shipment_id, number],
-        ).fetchone()[0]
+        ).fetchall()[0]
+        return int(files), int(size)
 
 
 INDEX_SQL = """
