@@ -272,3 +272,34 @@ def test_the_custody_log_travels_on_the_drives(site_a, drives, packed, tmp_path,
     assert all(d["seal"] for d in history["drives"])
     listed = json.loads(cli("shipments", "--json", catalog=site_b, check=True).stdout)
     assert [(s["name"], s["state"]) for s in listed] == [(name, "verified")]
+
+
+def test_verify_on_a_memory_file_system_reads_on_two_threads(drives, packed):
+    """tmpfs refuses RWF_NOWAIT; verify must neither lose a fault nor fall back to one
+    thread there (there is no device to protect)."""
+    import shutil
+    import tempfile
+
+    from sneakernet.transfer.fsio import filesystem_type
+    from sneakernet.transfer.verify import _Checker
+
+    if not Path("/dev/shm").is_dir() or filesystem_type(Path("/dev/shm")) != "tmpfs":
+        pytest.skip("no tmpfs at /dev/shm")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+        drive = Path(shm) / "d1"
+        shutil.copytree(drives[0], drive)
+        checker = _Checker(drive)
+        try:
+            assert checker.free_reads and checker.threads == 2
+        finally:
+            checker.close()
+        assert verify([drive]).drives[0].whole
+        files = _data_files(drive)
+        data = bytearray(files[-1].read_bytes())
+        data[-1] ^= 0x80
+        files[-1].write_bytes(data)
+        report = verify([drive]).drives[0]
+        assert {(f.outcome, f.path) for f in report.findings} == {
+            ("corrupt", files[-1].relative_to(drive).as_posix())
+        }
+        assert report.counts["ok"] == len(files) - 1

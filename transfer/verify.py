@@ -26,7 +26,7 @@ from sneakernet.catalog.walk import walk_to_parquet
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.errors import DriveError
-from sneakernet.transfer.fsio import FolderCache
+from sneakernet.transfer.fsio import FolderCache, filesystem_type
 from sneakernet.transfer.packdrive import FileProblem as Finding
 
 OUTCOMES = ("ok", "missing", "corrupt", "extra", "unreadable")
@@ -259,6 +259,10 @@ CHUNK_FILES = 64  # files handed to a thread at once (in path order) ...
 CHUNK_BYTES = 32 << 20  # ... and at most this many bytes, so big files spread too
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
 _WOULD_BLOCK = (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL)
+# File systems with no device behind them: every read is a memory read, so both
+# threads read freely. (tmpfs also refuses RWF_NOWAIT, which would otherwise send
+# every read to the one-reader lock.)
+_MEMORY_FS = frozenset({"tmpfs", "ramfs"})
 
 Checked = tuple[str, str, str, int]  # drive path, outcome, detail, bytes read
 
@@ -271,12 +275,14 @@ class _Checker:
     drive's lock and keeps it to the end of its chunk. So cached data (a drive
     just packed, or read twice) is hashed on two cores (xxhash and reads release
     the GIL), while the drive itself still sees one sequential reader, which a
-    rotational disk needs. Without RWF_NOWAIT (not Linux): one thread.
+    rotational disk needs. Without RWF_NOWAIT (not Linux): one thread. On a
+    memory file system (tmpfs): two threads and no lock.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.threads = THREADS if _NOWAIT is not None else 1
+        self.free_reads = filesystem_type(root) in _MEMORY_FS
+        self.threads = THREADS if _NOWAIT is not None or self.free_reads else 1
         self.pool = ThreadPoolExecutor(self.threads, "sneakernet-verify")
         self.device = threading.Lock()
         self.local = threading.local()
@@ -332,7 +338,7 @@ class _Checker:
         try:
             while True:
                 want = view[: size + 1 - total] if size - total < len(view) else view
-                if holding:
+                if holding or self.free_reads:
                     n = os.preadv(fd, [want], total)
                 else:
                     try:
