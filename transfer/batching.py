@@ -160,7 +160,10 @@ class Batch:
             if self.keep_stat:
                 for item in items:
                     if item.error is None:
-                        item.stat = os.fstat(item.fd)
+                        try:
+                            item.stat = os.fstat(item.fd)
+                        except OSError as exc:
+                            item.error = exc
         finally:
             for item in items:
                 os.close(item.fd)
