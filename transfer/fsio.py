@@ -176,14 +176,18 @@ LISTING_MAX = 1 << 16  # names kept from one folder's listing; a bigger folder i
 
 def regular_names(folder: int | str) -> set[str] | None:
     """The names of the regular files in `folder` (a path or descriptor), symlinks not
-    followed; None if it has more than LISTING_MAX entries (memory stays flat)."""
+    followed; None if it has more than LISTING_MAX entries (memory stays flat) or cannot
+    be listed (a folder one may enter but not read: its files are looked at one by one)."""
     names: set[str] = set()
-    with os.scandir(folder) as entries:
-        for count, entry in enumerate(entries):
-            if count >= LISTING_MAX:
-                return None
-            if entry.is_file(follow_symlinks=False):
-                names.add(entry.name)
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count >= LISTING_MAX:
+                    return None
+                if entry.is_file(follow_symlinks=False):
+                    names.add(entry.name)
+    except OSError:
+        return None
     return names
 
 
