@@ -81,6 +81,7 @@ class Pending:
     token: object  # the caller's, given back with the outcome
     error: BaseException | None = None  # None once placed under its final name
     windows: ReadBack | None = None  # its read-back so far, if it was read while written
+    stat: os.stat_result | None = None  # of the copy, when the batch keeps it (keep_stat)
 
 
 class Batch:
@@ -92,8 +93,12 @@ class Batch:
     copies never finished; their temporary files stay for a re-run to continue.
     """
 
-    def __init__(self, folder: Path, *, readback: bool, background: bool = True) -> None:
-        self.folder, self.readback = folder, readback
+    def __init__(
+        self, folder: Path, *, readback: bool, background: bool = True, keep_stat: bool = False
+    ) -> None:
+        # keep_stat: each copy's fstat is taken before it is closed, on the batch's
+        # thread, for a caller that records its inode (no lstat per file afterwards).
+        self.folder, self.readback, self.keep_stat = folder, readback, keep_stat
         self.pending: list[Pending] = []
         self.bytes = 0
         self._buffer = bytearray(copier.BUFFER_SIZE)
@@ -152,6 +157,13 @@ class Batch:
             self._make_durable(items)
             if self.readback:
                 self._read_back(items)
+            if self.keep_stat:
+                for item in items:
+                    if item.error is None:
+                        try:
+                            item.stat = os.fstat(item.fd)
+                        except OSError as exc:
+                            item.error = exc
         finally:
             for item in items:
                 os.close(item.fd)

@@ -71,6 +71,11 @@ def unsafe_relative_path(text: str) -> str | None:
         return "absolute path"
     if "\\" in text:
         return "backslash in path"
+    # An empty, `.` or `..` component starts the path or follows a `/`, or leaves it
+    # ending in one: most paths show none of the three and need no split (this runs
+    # for every path of every manifest read).
+    if text[0] != "." and "/." not in text and "//" not in text and text[-1] != "/":
+        return None
     parts = text.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "'..', '.' or empty component in path"
@@ -126,13 +131,18 @@ class FolderCache:
 
     Paths of one folder come together in a sorted manifest, so each folder is
     reached once (one O_NOFOLLOW open per component, as open_inside does)
-    rather than once per file. close() when done.
+    rather than once per file. `listed`: the folder's regular files are also
+    read once from its listing (d_type), instead of a stat per file before it
+    is opened; a name the listing does not show as a regular file is looked at
+    as before. close() when done.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, listed: bool = False) -> None:
         self.root = root
         self.folder: str | None = None
         self.fd = -1
+        self.listed = listed
+        self.regular: set[str] | None = None  # the open folder's regular files, if listed
 
     def open(self, relative: str) -> int:
         """Like open_inside(root, relative); the path must be a checked relative path."""
@@ -141,8 +151,13 @@ class FolderCache:
             self.close()
             self.fd = _open_folder(self.root, PurePosixPath(folder).parts if folder else ())
             self.folder = folder
+            if self.listed:
+                self.regular = regular_names(self.fd)
         # Look before opening: a FIFO or device node on a hostile drive is never opened.
-        if not stat.S_ISREG(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode):
+        listed = self.regular is not None and name in self.regular
+        if not listed and not stat.S_ISREG(
+            os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode
+        ):
             raise OSError(errno.EINVAL, "not a regular file", str(self.root / relative))
         fd = os.open(name, READ_FLAGS, dir_fd=self.fd)
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in between: still refused
@@ -153,7 +168,44 @@ class FolderCache:
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
-        self.fd, self.folder = -1, None
+        self.fd, self.folder, self.regular = -1, None, None
+
+
+LISTING_MAX = 1 << 16  # names kept from one folder's listing; a bigger folder is not kept
+
+
+def regular_names(folder: int | str) -> set[str] | None:
+    """The names of the regular files in `folder` (a path or descriptor), symlinks not
+    followed; None if it has more than LISTING_MAX entries (memory stays flat) or cannot
+    be listed (a folder one may enter but not read: its files are looked at one by one)."""
+    names: set[str] = set()
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count >= LISTING_MAX:
+                    return None
+                if entry.is_file(follow_symlinks=False):
+                    names.add(entry.name)
+    except OSError:
+        return None
+    return names
+
+
+def folder_names(folder: str) -> set[str] | None:
+    """Every name in `folder` (an empty set if there is no such folder); None if it cannot
+    be listed or has more than LISTING_MAX entries: the caller then asks name by name."""
+    names: set[str] = set()
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if len(names) >= LISTING_MAX:
+                    return None
+                names.add(entry.name)
+    except FileNotFoundError:
+        return names
+    except OSError:
+        return None
+    return names
 
 
 def free_bytes(path: Path) -> int:

@@ -21,7 +21,7 @@ from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.errors import DriveError
-from sneakernet.transfer.fsio import FolderCache
+from sneakernet.transfer.fsio import FolderCache, folder_names
 from sneakernet.transfer.packdrive import FileProblem
 
 FLUSH_SECONDS = 5.0
@@ -45,12 +45,16 @@ class Placer:
         self.buffer = bytearray(copier.BUFFER_SIZE)
         self.cache_rows: list[tuple[int, int, int, int, str]] = []
         self.flushed = time.monotonic()
-        self.batch = batching.Batch(self.partial, readback=False)
+        self.batch = batching.Batch(self.partial, readback=False, keep_stat=True)
         self.waiting: set[str] = set()  # targets of copies in a batch not yet finished
         self.waiting_hashes: set[str] = set()  # ... and their content (one temporary name each)
         self.linked: list[str] = []  # folders of links whose names are not yet durable
         self.store_text, self.partial_text = str(store), str(self.partial)
-        self.folders = FolderCache(drive)  # the drive's files are read in path order
+        self.folders = FolderCache(drive, listed=True)  # the drive's files come in path order
+        # The names in the store folder targets go to now: one listing per folder, not
+        # a look-up per file (targets come grouped by folder, and each comes once).
+        self.listed_folder: str | None = None
+        self.listed: set[str] | None = None
         # Store files whose bytes this run proved (copied, or re-hashed): safe to link to.
         self.proven: dict[str, str] = {}
 
@@ -65,7 +69,7 @@ class Placer:
         if not _inside(self.store_text, target):
             self._problem(drive_path, "hostile", f"{target} is outside the store; not written")
             return 0
-        if os.path.lexists(target):
+        if self._exists(target):
             return self._confirm(Path(target), digest, size, mtime_ns, drive_path)
         own_copy = f"{self.store_text}/{drive_path}"
         if self.waiting and (store_copy in self.waiting or own_copy in self.waiting):
@@ -87,6 +91,20 @@ class Placer:
             self.outcome.waiting_files += 1
             return 0
         return self._copy(target, digest, size, mtime_ns, drive_path)
+
+    def _exists(self, target: str) -> bool:
+        """Whether something (anything: a file, a link, a folder) already has this name.
+
+        From the folder's listing taken when its first target came: what a run
+        puts there later has other names, and a name taken meanwhile by someone
+        else still makes the rename or link fail (a clash), never a replace.
+        """
+        folder, _, name = target.rpartition("/")
+        if folder != self.listed_folder:
+            self.listed_folder, self.listed = folder, folder_names(folder)
+        if self.listed is None:  # not listed (too big, or unreadable): ask for this name
+            return os.path.lexists(target)
+        return name in self.listed
 
     def _copy(self, target: str, digest: str, size: int, mtime_ns: int, drive_path: str) -> int:
         if digest in self.waiting_hashes:  # its temporary name is taken until that batch ends
@@ -140,7 +158,7 @@ class Placer:
                 self.outcome.copied_files += 1
                 self.outcome.copied_bytes += item.result.copied
                 self.outcome.reused_bytes += item.result.reused
-                self._remember(item.final, item.digest)
+                self._remember(item.final, item.digest, item.stat)
             elif isinstance(exc, FileExistsError):
                 Path(item.tmp).unlink(missing_ok=True)
                 self._clash(Path(item.final), item.token)
@@ -213,9 +231,13 @@ class Placer:
     def _problem(self, path: str, outcome: str, detail: str) -> None:
         self.outcome.problems.append(FileProblem(path, outcome, detail))
 
-    def _remember(self, target: Path | str, digest: str) -> None:
+    def _remember(
+        self, target: Path | str, digest: str, info: os.stat_result | None = None
+    ) -> None:
+        """`target` proven to hold `digest`; `info`: its stat, if known (the same inode)."""
         self.proven[str(target)] = digest
-        info = os.lstat(target)
+        if info is None:
+            info = os.lstat(target)
         self.cache_rows.append((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, digest))
         if time.monotonic() - self.flushed > FLUSH_SECONDS:
             self._flush_cache()
@@ -230,7 +252,7 @@ class Placer:
         finally:
             self.folders.close()
             self.batch.close()
-            self.batch = batching.Batch(self.partial, readback=False)
+            self.batch = batching.Batch(self.partial, readback=False, keep_stat=True)
         self._sync_links()
         self._flush_cache()
 
