@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.scan import scan
@@ -357,3 +361,60 @@ def test_drive_full_while_windows_are_read_back_stops_cleanly(tmp_path, small_wi
     again = pack(catalog, ["ds@1"], [drive])
     assert again.sealed and again.drives[0].reused_bytes == 3 << 20
     assert verify([drive]).whole
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a step as another user")
+def test_a_leftover_read_only_temporary_file_is_continued_by_its_owner():
+    """A run killed after giving a copy its final read-only mode, before naming it:
+    the next run (not root) must still open that file and continue it."""
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    tmp_path = Path(tempfile.mkdtemp(prefix="sneakernet-leftover-"))  # pytest's is root-only
+    try:
+        tmp_path.chmod(0o755)
+        _continue_as(nobody, tmp_path)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _continue_as(nobody: pwd.struct_passwd, tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    src.chmod(0o644)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    os.chown(partial, nobody.pw_uid, nobody.pw_gid)
+    tmp = partial / "copy.tmp"
+    tmp.write_bytes(data[: 1 << 20])
+    os.chown(tmp, nobody.pw_uid, nobody.pw_gid)
+    tmp.chmod(0o444)
+
+    digest = xxhash.xxh3_128_hexdigest(data)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # no exec: the interpreter may live where that user cannot reach
+        status = 1
+        try:
+            os.close(read)
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            fd = os.open(src, os.O_RDONLY)
+            out, result = copier.start_copy(fd, tmp, size=len(data), digest=digest,
+                                     buffer=bytearray(1 << 20))
+            os.close(out)
+            os.write(write, f"{result.reused} {result.copied}".encode())
+            status = 0
+        except BaseException as exc:
+            os.write(write, repr(exc).encode())
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as said:
+        told = said.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, told
+    assert told.split() == [str(1 << 20), str(2 << 20)]
+    assert tmp.read_bytes() == data

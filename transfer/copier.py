@@ -70,7 +70,7 @@ def start_copy(
     try:
         out, fresh = os.open(tmp, _WRITE_FLAGS | os.O_EXCL, 0o644), True
     except FileExistsError:  # left by a killed run: continue it
-        out, fresh = os.open(tmp, _WRITE_FLAGS, 0o644), False
+        out, fresh = _reopen_leftover(tmp), False
     if windows is not None and fresh:
         windows.start(out)
     else:
@@ -155,6 +155,20 @@ def _start_small(
     if on_bytes is not None and size:
         on_bytes(size)
     return out, CopyResult(size, 0)
+
+
+def _reopen_leftover(tmp: Path | str) -> int:
+    """A killed run's temporary file, for writing: it may already carry its final,
+    read-only mode (set before the batch names it), which only root could write."""
+    try:
+        return os.open(tmp, _WRITE_FLAGS, 0o644)
+    except PermissionError:
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.fchmod(fd, 0o600)  # ours: made by an earlier run in our own partial folder
+        finally:
+            os.close(fd)
+        return os.open(tmp, _WRITE_FLAGS, 0o644)
 
 
 def unlink_quietly(path: str | os.PathLike) -> None:
