@@ -418,3 +418,26 @@ def _continue_as(nobody: pwd.struct_passwd, tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, told
     assert told.split() == [str(1 << 20), str(2 << 20)]
     assert tmp.read_bytes() == data
+
+
+def test_a_stop_raised_after_a_small_copy_closes_its_file(tmp_path):
+    """The progress callback may raise (a service's stop); the copy's descriptor must not
+    leak, and its temporary file stays for the next run to continue."""
+    data = os.urandom(40 << 10)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    tmp = tmp_path / "copy.tmp"
+
+    def stop(_: int) -> None:
+        raise KeyboardInterrupt
+
+    fd = os.open(src, os.O_RDONLY)
+    before = len(os.listdir("/proc/self/fd"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            copier.start_copy(fd, tmp, size=len(data), digest=xxhash.xxh3_128_hexdigest(data),
+                              buffer=bytearray(1 << 20), on_bytes=stop)
+    finally:
+        os.close(fd)
+    assert len(os.listdir("/proc/self/fd")) == before - 1
+    assert tmp.read_bytes() == data

@@ -153,7 +153,11 @@ def _start_small(
         os.close(out)
         raise
     if on_bytes is not None and size:
-        on_bytes(size)
+        try:
+            on_bytes(size)  # may raise a stop request: the copy stays for the next run
+        except BaseException:
+            os.close(out)
+            raise
     return out, CopyResult(size, 0)
 
 
