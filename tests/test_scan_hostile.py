@@ -18,14 +18,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import unicodedata
 from pathlib import Path
 
 import duckdb
 import pytest
-import xxhash
 
 from sneakernet.catalog import hashing, hashpass, samples
 from sneakernet.catalog import scan as scan_mod
@@ -33,6 +31,9 @@ from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import CatalogFormatError, UsageError
 from sneakernet.catalog.scan import ScanResult, scan
 from sneakernet.catalog.stats import stats
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
+from transfer_fixtures import in_thread, xxh
 
 CLI = [sys.executable, "-m", "sneakernet.cli"]
 EXIT_OK, EXIT_USAGE, EXIT_PROBLEMS, EXIT_BUSY, EXIT_CATALOG, EXIT_SOURCE = 0, 2, 3, 5, 6, 7
@@ -110,30 +111,10 @@ def version_count(catalog: Catalog, dataset: str | None = None) -> int:
         ).fetchone()[0]
 
 
-def xxh(path: str | bytes | os.PathLike) -> str:
-    with open(path, "rb") as fh:
-        return xxhash.xxh3_128_hexdigest(fh.read())
-
-
 def scan_in_thread(catalog: Catalog, root: Path, dataset: str, *, timeout: float = 30,
                    **kwargs) -> ScanResult:
     """scan(), failing the test (instead of hanging it) if it does not finish in time."""
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = scan(catalog, root, dataset, **kwargs)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        pytest.fail(f"scan of {root} did not finish within {timeout} s")
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]
+    return in_thread(lambda: scan(catalog, root, dataset, **kwargs), timeout=timeout)
 
 
 def problems(result: ScanResult | dict) -> dict[str, tuple[str, str]]:

@@ -159,7 +159,7 @@ def versions_of(catalog: Catalog) -> list[tuple[str, int]]:
         return con.execute("SELECT dataset, version FROM versions ORDER BY ALL").fetchall()
 
 
-def xxh(path: Path) -> str:
+def xxh(path: str | bytes | os.PathLike) -> str:
     with open(path, "rb") as handle:
         return xxhash.xxh3_128_hexdigest(handle.read())
 
