@@ -21,7 +21,7 @@ from pathlib import Path
 
 import xxhash
 
-from sneakernet.transfer.fsio import drop_from_cache, fsync_dir
+from sneakernet.transfer.fsio import READ_FLAGS, drop_from_cache, fsync_dir
 from sneakernet.transfer.pump import ProgressBytes, SourceMismatch, Windows, pump
 
 BUFFER_SIZE = 1 << 20
@@ -167,7 +167,7 @@ def _reopen_leftover(tmp: Path | str) -> int:
     try:
         return os.open(tmp, _WRITE_FLAGS, 0o644)
     except PermissionError:
-        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(tmp, READ_FLAGS)
         try:
             os.fchmod(fd, 0o600)  # ours: made by an earlier run in our own partial folder
         finally:

@@ -262,7 +262,6 @@ def _copy_all(
         outcome.files, outcome.bytes = ship.export_drive_files(
             catalog, result.shipment_id, outcome.number, files[outcome.number]
         )
-    totals = {o.number: o.bytes for o in result.drives}
     done = {o.number: [0, 0] for o in result.drives}
     lock = threading.Lock()
     stop = threading.Event()
@@ -294,7 +293,7 @@ def _copy_all(
                             n_files,
                             outcome.files,
                             n_bytes,
-                            totals[outcome.number],
+                            outcome.bytes,
                             label=outcome.label,
                         ),
                     )
