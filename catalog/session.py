@@ -103,7 +103,7 @@ def _transaction(
 
 def _attach(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> str:
     """ATTACH the catalog file (created if missing) and make it the default database."""
-    catalog.path.parent.mkdir(parents=True, exist_ok=True)
+    catalog.create_if_missing()  # whole or not at all, never by ATTACH itself
     alias = f"sneakernet_catalog_{next(_aliases)}"
     statement = f"ATTACH {sql_path(catalog.path)} AS {alias} (READ_WRITE)"
     deadline = time.monotonic() + catalog.timeout

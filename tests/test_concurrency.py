@@ -161,7 +161,9 @@ from sneakernet.catalog.db import SCHEMA_VERSION, Catalog
 start, path, mode = float(sys.argv[1]), sys.argv[2], sys.argv[3]
 time.sleep(max(0.0, start - time.time()))
 catalog = Catalog(path, timeout=30)
-with (catalog.read() if mode == "read" else catalog.write()) as con:
+from sneakernet.catalog import session
+opened = {"read": catalog.read, "write": catalog.write, "session": lambda: session.write(catalog)}
+with opened[mode]() as con:
     print(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0][0])
 """
 
@@ -177,7 +179,7 @@ def test_processes_meeting_a_missing_catalog_all_open_it(tmp_path):
                 [sys.executable, "-c", _OPEN_AT_ONCE, str(start), str(path), mode],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
-            for mode in ("read", "write") * 3
+            for mode in ("read", "write", "session") * 2
         ]
         for proc in procs:
             out, err = proc.communicate(timeout=60)
