@@ -8,6 +8,7 @@ the GIL while it hashes, so worker threads overlap reading and hashing.
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from typing import NamedTuple
@@ -21,6 +22,19 @@ SMALL_FILE = 1 << 20
 BUFFER_SIZE = 256 << 10  # fits L2; measured 3x faster than 4 MiB in a fresh process
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in must not hang the open
+
+
+def aligned_buffer(size: int = BUFFER_SIZE) -> memoryview:
+    """A page-aligned, writable buffer for reading and writing file bytes.
+
+    The kernel copies page-cache pages to and from user memory with `rep movsb`,
+    which on this machine's AMD EPYC runs at a third of its speed when the user
+    side is not 64-byte aligned, and malloc places a big bytearray 16 bytes past
+    a page boundary: 512 MiB read from page cache into a 1 MiB buffer took
+    0.218 s at page offset 16 against 0.061 s at offsets 0, 64 or 2048
+    (`bench/README.md`). Anonymous private mmap memory is page-aligned.
+    """
+    return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
 
 
 class ChangedWhileReading(Exception):
@@ -47,7 +61,7 @@ def hash_bytes(data: bytes | memoryview) -> str:
 
 def hash_file(
     path: str | bytes,
-    buffer: bytearray | None = None,
+    buffer: memoryview | None = None,
     expected: tuple[int, int] | None = None,
 ) -> FileHash:
     """Hash one regular file, proving it did not change while it was read.
@@ -69,7 +83,9 @@ def hash_file(
             if before.st_size <= SMALL_FILE:
                 digest, read = _hash_small(fd, before.st_size, buffer)
             else:
-                digest, read = _hash_stream(fd, buffer or bytearray(BUFFER_SIZE), before.st_size)
+                digest, read = _hash_stream(
+                    fd, buffer if buffer is not None else aligned_buffer(), before.st_size
+                )
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -90,7 +106,7 @@ def hash_file(
     return FileHash(digest, before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
 
 
-def _hash_small(fd: int, size: int, buffer: bytearray | None) -> tuple[str, int]:
+def _hash_small(fd: int, size: int, buffer: memoryview | None) -> tuple[str, int]:
     if buffer is not None and size < len(buffer):
         return _hash_into(fd, size, memoryview(buffer))
     # Asking for one byte more than expected tells a grown file from a whole one.
@@ -126,7 +142,7 @@ def _hash_rest(fd: int, head: bytes, size: int) -> tuple[str, int]:
     return hasher.hexdigest(), total
 
 
-def _hash_stream(fd: int, buffer: bytearray, size: int) -> tuple[str, int]:
+def _hash_stream(fd: int, buffer: memoryview, size: int) -> tuple[str, int]:
     hasher = xxhash.xxh3_128()
     view = memoryview(buffer)
     total = 0

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sneakernet.catalog import session
@@ -30,6 +29,7 @@ from sneakernet.catalog.hashing import (
     ChangedWhileReading,
     FileHash,
     NotRegularFile,
+    aligned_buffer,
     hash_file,
 )
 from sneakernet.catalog.media import VIDEO_EXTENSIONS
@@ -48,6 +48,8 @@ CACHE_FLUSH_SECONDS = 5.0  # a kill loses at most this much hashing
 CACHE_FLUSH_ROWS = 100_000
 _RETRIES_WHEN_CHANGING = 2
 
+# A hash cache row: (device, inode, size, mtime_ns, hash).
+CacheRow = tuple[int, int, int, int, str]
 # One result per file: (FileHash, None, None) or (None, status, message).
 _Outcome = tuple[FileHash | None, str | None, str | None]
 
@@ -60,8 +62,12 @@ def plan(
     # is_video in SQL: a per-name check in the walk's Python loop costs ~4 us a file.
     exts = ", ".join(f"'{ext}'" for ext in sorted(VIDEO_EXTENSIONS))
     is_video = f"(w.kind = 'file' AND regexp_extract(lower(w.path), '\\.[^./]+$') IN ({exts}))"
+    # is_file and to_read are decided here, not with pyarrow.compute in the hash pass:
+    # importing that module costs a fresh process ~50 ms.
     con.execute(
-        f"COPY (SELECT w.*, {is_video} AS is_video, {cached} AS cached"
+        f"COPY (SELECT w.*, {is_video} AS is_video, {cached} AS cached,"
+        " coalesce(w.kind = 'file', false) AS is_file,"
+        f" coalesce(w.kind = 'file' AND {cached} IS NULL, false) AS to_read"
         f" FROM read_parquet({sql_path(walk_file)}) w"
         " LEFT JOIN hash_cache c ON w.kind = 'file' AND c.hasher = ?"
         " AND c.device = w.device AND c.inode = w.inode"
@@ -137,11 +143,12 @@ class HashPass:
     def run(self, plan_file: Path, entries_file: Path) -> HashStats:
         pending: deque[tuple[pa.RecordBatch, list[Future]]] = deque()
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sneakernet-hash")
+        finished = False
         try:
             with pq.ParquetWriter(entries_file, ENTRY_SCHEMA, compression="zstd") as writer:
                 for batch in pq.ParquetFile(plan_file).iter_batches(batch_size=8192):
-                    to_read = _to_read(batch)
-                    if not pc.any(to_read).as_py():  # the usual rescan batch: no Python per row
+                    to_read = batch.column("to_read")
+                    if not to_read.true_count:  # the usual rescan batch: no Python per row
                         writer.write_table(self._cached_table(batch))
                         continue
                     pending.append((batch, self._submit(pool, batch, to_read)))
@@ -149,16 +156,27 @@ class HashPass:
                         writer.write_table(self._finish(*pending.popleft()))
                 while pending:
                     writer.write_table(self._finish(*pending.popleft()))
+            finished = True
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             for future in self._unkept:  # interrupted: chunks done meanwhile are kept too
                 if future.done() and not future.cancelled() and not future.exception():
                     self._fresh.extend(_found(future.result()))
-            self._flush_cache()
+            if not finished:
+                self._flush_cache()
         return self.stats
 
+    def unsaved(self) -> list[CacheRow]:
+        """The hashes of a finished pass not in the cache yet, for the caller's commit.
+
+        Storing them in the commit's own transaction saves a catalog session (~10 ms,
+        a twentieth of a 2 GiB scan); the caller stores them on its failure path too.
+        """
+        fresh, self._fresh = self._fresh, []
+        return _cache_rows(fresh)
+
     def _cached_table(self, batch: pa.RecordBatch) -> pa.Table:
-        files = pc.sum(pc.equal(batch.column("kind"), "file")).as_py() or 0
+        files = batch.column("is_file").true_count
         self.stats.reused_files += files
         self._files_done += files
         self._report()
@@ -167,26 +185,23 @@ class HashPass:
     def _submit(
         self, pool: ThreadPoolExecutor, batch: pa.RecordBatch, to_read: pa.Array
     ) -> list[Future]:
-        rows = pc.indices_nonzero(to_read).to_pylist()
-        picked = batch.filter(to_read)
+        rows = [row for row, read in enumerate(to_read.to_pylist()) if read]
+
+        def picked(name: str) -> list:
+            values = batch.column(name).to_pylist()
+            return values if len(rows) == len(values) else [values[row] for row in rows]
+
         paths = [
             f"{self.root}/{path}" if raw is None else os.fsencode(self.root) + b"/" + raw
-            for path, raw in zip(
-                picked.column("path").to_pylist(), picked.column("raw_path").to_pylist(),
-                strict=True,
-            )
+            for path, raw in zip(picked("path"), picked("raw_path"), strict=True)
         ]
-        sizes = picked.column("size").to_pylist()
+        sizes = picked("size")
         tasks: list[_Task] = list(
             zip(
                 rows,
                 paths,
-                zip(sizes, picked.column("mtime_ns").to_pylist(), strict=True),
-                zip(
-                    picked.column("inode").to_pylist(),
-                    picked.column("device").to_pylist(),
-                    strict=True,
-                ),
+                zip(sizes, picked("mtime_ns"), strict=True),
+                zip(picked("inode"), picked("device"), strict=True),
                 strict=True,
             )
         )
@@ -213,7 +228,7 @@ class HashPass:
     def _hash_files(self, chunk: list[_Task]) -> list[_Result]:
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
-            buffer = self._local.buffer = bytearray(BUFFER_SIZE)
+            buffer = self._local.buffer = aligned_buffer()
         results: list[_Result] = []
         done = 0
         for row, path, expected, identity in chunk:
@@ -273,17 +288,11 @@ class HashPass:
                 status, errors = ["ok"] * batch.num_rows, [None] * batch.num_rows
             status[row], errors[row] = str(problem), message
         self.stats.hashed_files += read
-        files = pc.sum(pc.equal(batch.column("kind"), "file")).as_py() or 0
-        self.stats.reused_files += files - len(results)
+        self.stats.reused_files += batch.column("is_file").true_count - len(results)
         if moved:
             batch = _restat(batch, moved)
         table = _entries(batch, pa.array(hashes, pa.string()), status, errors)
-        if drop:
-            keep = [True] * batch.num_rows
-            for row in drop:
-                keep[row] = False
-            table = table.filter(pa.array(keep))
-        return table
+        return _without_rows(table, drop) if drop else table
 
     def _report(self) -> None:
         report(
@@ -297,18 +306,25 @@ class HashPass:
         fresh, self._fresh = self._fresh, []
         self._flushed_at = time.monotonic()
         if fresh:
-            store_cached_hashes(
-                self.catalog, [(f.device, f.inode, f.size, f.mtime_ns, f.hash) for f in fresh]
-            )
+            store_cached_hashes(self.catalog, _cache_rows(fresh))
+
+
+def _cache_rows(found: list[FileHash]) -> list[CacheRow]:
+    return [(f.device, f.inode, f.size, f.mtime_ns, f.hash) for f in found]
 
 
 def _found(part: list[_Result]) -> Iterator[FileHash]:
     return (found for _row, found, _same, _problem, _message in part if found is not None)
 
 
-def _to_read(batch: pa.RecordBatch) -> pa.Array:
-    """Regular files without a cached hash: the ones to read."""
-    return pc.and_(pc.equal(batch.column("kind"), "file"), pc.is_null(batch.column("cached")))
+def _without_rows(table: pa.Table, rows: list[int]) -> pa.Table:
+    """`table` less the given rows (files that vanished), by slices: no pyarrow.compute."""
+    parts, start = [], 0
+    for row in sorted(rows):
+        parts.append(table.slice(start, row - start))
+        start = row + 1
+    parts.append(table.slice(start))
+    return pa.concat_tables(parts)
 
 
 def _entries(
@@ -342,8 +358,18 @@ def _restat(batch: pa.RecordBatch, moved: dict[int, FileHash]) -> pa.RecordBatch
     return batch
 
 
-def store_cached_hashes(catalog: Catalog, rows: list[tuple[int, int, int, int, str]]) -> None:
+def store_cached_hashes(catalog: Catalog, rows: list[CacheRow]) -> None:
     """Upsert (device, inode, size, mtime_ns, hash) rows into the hash cache."""
+    if not rows:
+        return
+    with session.write(catalog) as con:
+        store_cache_rows(con, rows)
+
+
+def store_cache_rows(con: duckdb.DuckDBPyConnection, rows: list[CacheRow]) -> None:
+    """`store_cached_hashes` inside the caller's transaction."""
+    if not rows:
+        return
     device, inode, size, mtime_ns, digest = (list(col) for col in zip(*rows, strict=True))
     table = pa.table(
         {
@@ -354,8 +380,7 @@ def store_cached_hashes(catalog: Catalog, rows: list[tuple[int, int, int, int, s
             "hash": pa.array(digest, pa.string()),
         }
     )
-    with session.write(catalog) as con:
-        _store_cache_table(con, table)
+    _store_cache_table(con, table)
 
 
 def _store_cache_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
@@ -374,7 +399,7 @@ def _store_cache_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         con.unregister("fresh")
 
 
-def _hash_one(path: str | bytes, buffer: bytearray, expected: tuple[int, int]) -> _Outcome:
+def _hash_one(path: str | bytes, buffer: memoryview, expected: tuple[int, int]) -> _Outcome:
     for attempt in range(_RETRIES_WHEN_CHANGING + 1):
         try:
             return hash_file(path, buffer, expected if attempt == 0 else None), None, None

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -106,14 +106,15 @@ def scan(
             result.seconds = time.monotonic() - started
             return result
         with _timed(result, "hash"):
-            hashed = hashpass.HashPass(
+            hashing = hashpass.HashPass(
                 catalog,
                 root,
                 workers=workers,
                 files_total=walked.files,
                 bytes_total=walked.bytes,
                 progress=progress,
-            ).run(work / "plan.parquet", work / "entries.parquet")
+            )
+            hashed = hashing.run(work / "plan.parquet", work / "entries.parquet")
         result.hashed_files, result.hashed_bytes = hashed.hashed_files, hashed.hashed_bytes
         result.reused_files = hashed.reused_files
         result.problems.extend(hashed.problems)
@@ -126,10 +127,17 @@ def scan(
                 con, dataset, entries, origin="scan", root=result.root, label=label
             )
 
-        # Nothing new to probe (the usual rescan): list and commit in one transaction.
-        with _timed(result, "commit"), session.write(catalog) as con:
-            to_probe = probepass.list_unprobed(con, entries, todo)
-            committed = None if to_probe else commit(con)
+        # The last hashes, the probe list and (nothing new to probe: the usual rescan)
+        # the commit share one transaction.
+        unsaved = hashing.unsaved()
+        try:
+            with _timed(result, "commit"), session.write(catalog) as con:
+                hashpass.store_cache_rows(con, unsaved)
+                to_probe = probepass.list_unprobed(con, entries, todo)
+                committed = None if to_probe else commit(con)
+        except BaseException:
+            _keep_hashes(catalog, unsaved)  # rolled back with the rest: a re-run reuses them
+            raise
         if committed is None:
             with _timed(result, "probe"):
                 result.probed_files = probepass.probe_all(
@@ -142,6 +150,12 @@ def scan(
     result.bytes = committed.bytes
     result.seconds = time.monotonic() - started
     return result
+
+
+def _keep_hashes(catalog: Catalog, rows: list[hashpass.CacheRow]) -> None:
+    """Store hashes on a failure path, best effort: the failure itself is what is raised."""
+    with suppress(SneakernetError, duckdb.Error, OSError):
+        hashpass.store_cached_hashes(catalog, rows)
 
 
 def check_root(root: Path, verb: str = "scan") -> Path:

@@ -16,11 +16,11 @@ from typing import NamedTuple
 
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.hashing import (
-    BUFFER_SIZE,
     HASHER,
     ChangedWhileReading,
     FileHash,
     NotRegularFile,
+    aligned_buffer,
     hash_file,
 )
 from sneakernet.catalog.media import PROBE_VERSION, MediaInfo
@@ -70,7 +70,7 @@ class Workers:
             self._tasks.put(None)
 
     def _work(self) -> None:
-        buffer = bytearray(BUFFER_SIZE)  # one per thread, reused for every file
+        buffer = aligned_buffer()  # one per thread, reused for every file
         while (item := self._tasks.get()) is not None:
             task, args = item
             try:
@@ -80,7 +80,7 @@ class Workers:
             self._deliver(result)
 
 
-def hash_settled(path: str, sig: Sig, stopping: threading.Event, *, buffer: bytearray) -> Hashed:
+def hash_settled(path: str, sig: Sig, stopping: threading.Event, *, buffer: memoryview) -> Hashed:
     """Hash `path` if it still is the file that settled as `sig`."""
     if stopping.is_set():
         return Hashed(path, sig, None, "skipped")
@@ -96,7 +96,7 @@ def hash_settled(path: str, sig: Sig, stopping: threading.Event, *, buffer: byte
     return Hashed(path, sig, found, "ok")
 
 
-def probe_unchanged(path: str, found: FileHash, *, buffer: bytearray) -> Probed:
+def probe_unchanged(path: str, found: FileHash, *, buffer: memoryview) -> Probed:
     """Probe a video, keeping the answer only if the file is still the bytes hashed."""
     del buffer  # PyAV reads with its own buffers
     info = probe(path)

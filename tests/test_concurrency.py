@@ -99,6 +99,24 @@ def test_interrupted_scan_keeps_hashes(tmp_path, catalog):
     assert again.hashed_files == 600 - cached
 
 
+def test_interrupted_commit_keeps_every_hash(tmp_path, catalog):
+    """The last hashes travel in the commit's transaction; a rollback must not lose them."""
+    root = tmp_path / "big"
+    _make_tree(root, files=300, size=4 * 1024)
+
+    def stop_at_commit(event: ProgressEvent) -> None:
+        if event.phase == "commit":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scan(catalog, root, "big", progress=stop_at_commit)
+    assert _assert_consistent(catalog) == []
+    with catalog.read() as con:
+        assert con.execute("SELECT count(*) FROM hash_cache").fetchone()[0] == 300
+    again = scan(catalog, root, "big")
+    assert (again.version, again.hashed_files, again.reused_files) == (1, 0, 300)
+
+
 def test_ctrl_c_on_the_cli_keeps_the_catalog_whole(tmp_path, catalog):
     """Ctrl-C at different moments: 130 with a message, or done; never a half version.
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import xxhash
 
+from sneakernet.catalog.hashing import aligned_buffer
 from sneakernet.transfer import copier
 from sneakernet.transfer.copier import CopyCorrupt, CopyResult
 from sneakernet.transfer.fsio import drop_from_cache, fsync_dir
@@ -101,7 +102,7 @@ class Batch:
         self.folder, self.readback, self.keep_stat = folder, readback, keep_stat
         self.pending: list[Pending] = []
         self.bytes = 0
-        self._buffer = bytearray(copier.BUFFER_SIZE)
+        self._buffer = aligned_buffer(copier.BUFFER_SIZE)
         self._made: set[str] = set()
         self._pool = ThreadPoolExecutor(1, "sneakernet-sync") if background else None
         self._inflight: Future | None = None
@@ -260,7 +261,7 @@ class ReadBack:
     Windows run in order on one thread, before the batch holding the copy.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, buffer: bytearray) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, buffer: memoryview) -> None:
         self.every = WINDOW
         self.fd = -1
         self.done = 0  # bytes read back so far

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import xxhash
 
+from sneakernet.catalog.hashing import aligned_buffer
 from sneakernet.transfer.fsio import READ_FLAGS, drop_from_cache, fsync_dir
 from sneakernet.transfer.pump import ProgressBytes, SourceMismatch, Windows, pump
 
@@ -45,7 +46,7 @@ def start_copy(
     *,
     size: int,
     digest: str,
-    buffer: bytearray,
+    buffer: memoryview,
     on_bytes: ProgressBytes | None = None,
     mtime_ns: int | None = None,
     mode: int | None = None,
@@ -114,7 +115,7 @@ def _start_small(
     tmp: Path | str,
     size: int,
     digest: str,
-    buffer: bytearray,
+    buffer: memoryview,
     on_bytes: ProgressBytes | None,
     mtime_ns: int | None,
     mode: int | None,
@@ -190,11 +191,11 @@ def _resume_prefix(out: int, size: int) -> tuple[int, xxhash.xxh3_128]:
         os.ftruncate(out, 0)
         return 0, hasher
     drop_from_cache(out)
-    return hash_range(out, 0, have, hasher, bytearray(BUFFER_SIZE)), hasher
+    return hash_range(out, 0, have, hasher, aligned_buffer(BUFFER_SIZE)), hasher
 
 
 def check_readback(
-    out: int, size: int, digest: str, buffer: bytearray, *, dropped: bool = False,
+    out: int, size: int, digest: str, buffer: memoryview, *, dropped: bool = False,
     start: int = 0, hasher: xxhash.xxh3_128 | None = None,
 ) -> None:
     """Read the whole (durable) copy back from the device; CopyCorrupt unless it matches.
@@ -214,7 +215,7 @@ def check_readback(
         )
 
 
-def hash_range(fd: int, start: int, end: int, hasher: xxhash.xxh3_128, buffer: bytearray) -> int:
+def hash_range(fd: int, start: int, end: int, hasher: xxhash.xxh3_128, buffer: memoryview) -> int:
     """Feed bytes start..end of `fd` to `hasher`; returns where the file ended (<= end)."""
     view = memoryview(buffer)
     offset = start

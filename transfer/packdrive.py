@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from sneakernet.catalog.hashing import aligned_buffer
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.fsio import READ_FLAGS
@@ -73,7 +74,7 @@ def pack_drive(
     started = time.monotonic()
     partial = root / fmt.PARTIAL_DIR
     partial.mkdir(parents=True, exist_ok=True)
-    buffer = bytearray(copier.BUFFER_SIZE)
+    buffer = aligned_buffer(copier.BUFFER_SIZE)
     batch = batching.Batch(partial, readback=True)
     there = _OnDrive(str(root))
 
@@ -138,7 +139,7 @@ def _pack_one(
     batch: batching.Batch,
     row: tuple,
     outcome: DriveOutcome,
-    buffer: bytearray,
+    buffer: memoryview,
     tick: Tick,
     on_bytes: Callable[[int], None],
 ) -> batching.Pending | object | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sneakernet.catalog.db import Catalog
-from sneakernet.catalog.hashing import hash_file
+from sneakernet.catalog.hashing import aligned_buffer, hash_file
 from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
@@ -42,7 +42,7 @@ class Placer:
         self.on_bytes = on_bytes  # called as bytes are read, so a stop need not wait a file
         self.partial = store / fmt.PARTIAL_DIR
         self.partial.mkdir(parents=True, exist_ok=True)
-        self.buffer = bytearray(copier.BUFFER_SIZE)
+        self.buffer = aligned_buffer(copier.BUFFER_SIZE)
         self.cache_rows: list[tuple[int, int, int, int, str]] = []
         self.flushed = time.monotonic()
         self.batch = batching.Batch(self.partial, readback=False, keep_stat=True)

@@ -18,6 +18,8 @@ from typing import Protocol
 
 import xxhash
 
+from sneakernet.catalog.hashing import aligned_buffer
+
 SYNC_EVERY = 1 << 30  # a power cut loses at most this much of a long copy's prefix
 PIPE_MIN = 8 << 20  # below this a second thread costs more than it saves: one loop
 _spare = threading.local()  # each copying thread's second buffer, kept (new memory is slow)
@@ -45,7 +47,7 @@ def pump(
     out: int,
     count: int,
     hasher: xxhash.xxh3_128,
-    buffer: bytearray,
+    buffer: memoryview,
     on_bytes: ProgressBytes | None,
     windows: Windows | None = None,
 ) -> int:
@@ -58,7 +60,7 @@ def pump(
     if count >= PIPE_MIN or windows is not None:
         spare = getattr(_spare, "buffer", None)
         if spare is None or len(spare) != len(buffer):
-            spare = _spare.buffer = bytearray(len(buffer))
+            spare = _spare.buffer = aligned_buffer(len(buffer))
         views = [memoryview(buffer), memoryview(spare)]
         return _two_threads((src, out, count), hasher, views, on_bytes, windows)
     view = memoryview(buffer)

@@ -21,6 +21,7 @@ import duckdb
 import xxhash
 
 from sneakernet.catalog.db import sql_path
+from sneakernet.catalog.hashing import aligned_buffer
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import walk_to_parquet
 from sneakernet.transfer import driveformat as fmt
@@ -311,7 +312,7 @@ class _Checker:
         local = self.local
         if not hasattr(local, "folders"):
             local.folders = FolderCache(self.root)
-            local.view = memoryview(bytearray(BUFFER_SIZE))
+            local.view = aligned_buffer(BUFFER_SIZE)
             self.opened.append(local.folders)
         holding = not nowait
         try:
