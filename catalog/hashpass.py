@@ -21,17 +21,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sneakernet.catalog import session
+from sneakernet.catalog import hashcache, session
 from sneakernet.catalog.db import Catalog, sql_path
-from sneakernet.catalog.hashing import (
-    BUFFER_SIZE,
-    HASHER,
-    ChangedWhileReading,
-    FileHash,
-    NotRegularFile,
-    aligned_buffer,
-    hash_file,
-)
+from sneakernet.catalog.hashing import BUFFER_SIZE, HASHER, FileHash, aligned_buffer
+from sneakernet.catalog.hashworker import HelperPool, Outcome, hash_one
 from sneakernet.catalog.media import VIDEO_EXTENSIONS
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.versions import ENTRY_SCHEMA
@@ -44,14 +37,15 @@ CHUNK_BYTES = 32 << 20
 # measured slower than one (100,000 files of 1-64 KiB: hash phase 4.4 s and 7.2 s of
 # CPU with two, 3.3-4.0 s and 4.3 s with one), while big reads overlap well.
 SERIAL_MEAN_BYTES = BUFFER_SIZE
+# ... and, once a pass has this many small files to read, the threads that find that
+# one thread busy hand their chunks to helper processes (catalog/hashworker.py):
+# starting one costs ~50 ms, about what 4,000 small files take.
+HELPER_MIN_FILES = 4096
+HELPED_CHUNK_FILES = 512  # fewer round trips to a helper (1,024: 2.1 s, 128: 2.6 s per 100,000)
 CACHE_FLUSH_SECONDS = 5.0  # a kill loses at most this much hashing
 CACHE_FLUSH_ROWS = 100_000
-_RETRIES_WHEN_CHANGING = 2
 
-# A hash cache row: (device, inode, size, mtime_ns, hash).
-CacheRow = tuple[int, int, int, int, str]
-# One result per file: (FileHash, None, None) or (None, status, message).
-_Outcome = tuple[FileHash | None, str | None, str | None]
+_hash_one = hash_one  # looked up here on every file: tests wrap it
 
 
 def plan(
@@ -139,6 +133,8 @@ class HashPass:
         self._flushed_at = time.monotonic()
         self._local = threading.local()
         self._small_files = threading.Lock()
+        self._small_seen = 0  # small files handed to the workers so far
+        self._helpers = HelperPool(most=workers - 1)
 
     def run(self, plan_file: Path, entries_file: Path) -> HashStats:
         pending: deque[tuple[pa.RecordBatch, list[Future]]] = deque()
@@ -162,18 +158,19 @@ class HashPass:
             for future in self._unkept:  # interrupted: chunks done meanwhile are kept too
                 if future.done() and not future.cancelled() and not future.exception():
                     self._fresh.extend(_found(future.result()))
+            self._helpers.close()
             if not finished:
                 self._flush_cache()
         return self.stats
 
-    def unsaved(self) -> list[CacheRow]:
+    def unsaved(self) -> list[FileHash]:
         """The hashes of a finished pass not in the cache yet, for the caller's commit.
 
         Storing them in the commit's own transaction saves a catalog session (~10 ms,
         a twentieth of a 2 GiB scan); the caller stores them on its failure path too.
         """
         fresh, self._fresh = self._fresh, []
-        return _cache_rows(fresh)
+        return fresh
 
     def _cached_table(self, batch: pa.RecordBatch) -> pa.Table:
         files = batch.column("is_file").true_count
@@ -207,32 +204,51 @@ class HashPass:
         )
         futures: list[Future] = []
         start = chunk_bytes = 0
+        most = CHUNK_FILES if self._small_seen < HELPER_MIN_FILES else HELPED_CHUNK_FILES
         for i, size in enumerate(sizes):
             chunk_bytes += size
-            if i + 1 - start >= CHUNK_FILES or chunk_bytes >= CHUNK_BYTES:
-                small = chunk_bytes < SERIAL_MEAN_BYTES * (i + 1 - start)
-                futures.append(pool.submit(self._hash_chunk, tasks[start : i + 1], small))
+            if i + 1 - start >= most or chunk_bytes >= CHUNK_BYTES:
+                futures.append(self._submit_chunk(pool, tasks[start : i + 1], chunk_bytes))
                 start, chunk_bytes = i + 1, 0
         if start < len(tasks):
-            small = chunk_bytes < SERIAL_MEAN_BYTES * (len(tasks) - start)
-            futures.append(pool.submit(self._hash_chunk, tasks[start:], small))
+            futures.append(self._submit_chunk(pool, tasks[start:], chunk_bytes))
         self._unkept.update(futures)
         return futures
+
+    def _submit_chunk(
+        self, pool: ThreadPoolExecutor, chunk: list[_Task], chunk_bytes: int
+    ) -> Future:
+        small = chunk_bytes < SERIAL_MEAN_BYTES * len(chunk)
+        if small:
+            self._small_seen += len(chunk)
+        return pool.submit(self._hash_chunk, chunk, small)
 
     def _hash_chunk(self, chunk: list[_Task], small: bool) -> list[_Result]:
         if not small:
             return self._hash_files(chunk)
-        with self._small_files:
+        helpers_pay = self.workers > 1 and self._small_seen >= HELPER_MIN_FILES
+        if not self._small_files.acquire(blocking=not helpers_pay):
+            outcomes = self._helpers.hash([(path, *seen) for _row, path, seen, _id in chunk])
+            if outcomes is not None:
+                return self._results(chunk, outcomes)
+            self._small_files.acquire()
+        try:
             return self._hash_files(chunk)
+        finally:
+            self._small_files.release()
 
     def _hash_files(self, chunk: list[_Task]) -> list[_Result]:
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
             buffer = self._local.buffer = aligned_buffer()
+        return self._results(chunk, [_hash_one(task[1], buffer, task[2]) for task in chunk])
+
+    def _results(self, chunk: list[_Task], outcomes: list[Outcome]) -> list[_Result]:
         results: list[_Result] = []
         done = 0
-        for row, path, expected, identity in chunk:
-            found, problem, message = _hash_one(path, buffer, expected)
+        for (row, _path, expected, identity), (found, problem, message) in zip(
+            chunk, outcomes, strict=True
+        ):
             if found is not None:
                 done += found.size
                 same = (found.size, found.mtime_ns) == expected and (
@@ -306,11 +322,8 @@ class HashPass:
         fresh, self._fresh = self._fresh, []
         self._flushed_at = time.monotonic()
         if fresh:
-            store_cached_hashes(self.catalog, _cache_rows(fresh))
-
-
-def _cache_rows(found: list[FileHash]) -> list[CacheRow]:
-    return [(f.device, f.inode, f.size, f.mtime_ns, f.hash) for f in found]
+            with session.write(self.catalog) as con:
+                hashcache.store_found(con, fresh)
 
 
 def _found(part: list[_Result]) -> Iterator[FileHash]:
@@ -356,59 +369,3 @@ def _restat(batch: pa.RecordBatch, moved: dict[int, FileHash]) -> pa.RecordBatch
         index = batch.schema.get_field_index(name)
         batch = batch.set_column(index, name, pa.array(values, batch.schema.field(name).type))
     return batch
-
-
-def store_cached_hashes(catalog: Catalog, rows: list[CacheRow]) -> None:
-    """Upsert (device, inode, size, mtime_ns, hash) rows into the hash cache."""
-    if not rows:
-        return
-    with session.write(catalog) as con:
-        store_cache_rows(con, rows)
-
-
-def store_cache_rows(con: duckdb.DuckDBPyConnection, rows: list[CacheRow]) -> None:
-    """`store_cached_hashes` inside the caller's transaction."""
-    if not rows:
-        return
-    device, inode, size, mtime_ns, digest = (list(col) for col in zip(*rows, strict=True))
-    table = pa.table(
-        {
-            "device": pa.array(device, pa.uint64()),
-            "inode": pa.array(inode, pa.uint64()),
-            "size": pa.array(size, pa.int64()),
-            "mtime_ns": pa.array(mtime_ns, pa.int64()),
-            "hash": pa.array(digest, pa.string()),
-        }
-    )
-    _store_cache_table(con, table)
-
-
-def _store_cache_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
-    con.register("fresh", table)
-    try:
-        con.execute(
-            "DELETE FROM hash_cache USING fresh"
-            " WHERE hash_cache.device = fresh.device AND hash_cache.inode = fresh.inode"
-        )
-        con.execute(
-            "INSERT INTO hash_cache SELECT DISTINCT ON (device, inode)"
-            " device, inode, size, mtime_ns, ?, hash FROM fresh",
-            [HASHER],
-        )
-    finally:
-        con.unregister("fresh")
-
-
-def _hash_one(path: str | bytes, buffer: memoryview, expected: tuple[int, int]) -> _Outcome:
-    for attempt in range(_RETRIES_WHEN_CHANGING + 1):
-        try:
-            return hash_file(path, buffer, expected if attempt == 0 else None), None, None
-        except ChangedWhileReading:
-            continue
-        except FileNotFoundError:
-            return None, "vanished", "deleted before it could be read"
-        except NotRegularFile:
-            return None, "vanished", "replaced by something that is not a regular file"
-        except OSError as exc:
-            return None, "unreadable", exc.strerror or str(exc)
-    return None, "changing", "changed while being read; not recorded with a hash"

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import duckdb
 
-from sneakernet.catalog import hashpass, probepass, rescan, session
+from sneakernet.catalog import hashcache, hashpass, probepass, rescan, session
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError
+from sneakernet.catalog.hashing import FileHash
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name, check_label
 from sneakernet.catalog.versions import CommitResult, check_label_free, commit_entries
@@ -132,7 +133,7 @@ def scan(
         unsaved = hashing.unsaved()
         try:
             with _timed(result, "commit"), session.write(catalog) as con:
-                hashpass.store_cache_rows(con, unsaved)
+                hashcache.store_found(con, unsaved)
                 to_probe = probepass.list_unprobed(con, entries, todo)
                 committed = None if to_probe else commit(con)
         except BaseException:
@@ -152,10 +153,11 @@ def scan(
     return result
 
 
-def _keep_hashes(catalog: Catalog, rows: list[hashpass.CacheRow]) -> None:
+def _keep_hashes(catalog: Catalog, found: list[FileHash]) -> None:
     """Store hashes on a failure path, best effort: the failure itself is what is raised."""
-    with suppress(SneakernetError, duckdb.Error, OSError):
-        hashpass.store_cached_hashes(catalog, rows)
+    if found:
+        with suppress(SneakernetError, duckdb.Error, OSError), session.write(catalog) as con:
+            hashcache.store_found(con, found)
 
 
 def check_root(root: Path, verb: str = "scan") -> Path:

@@ -33,8 +33,8 @@ from watchdog.observers.api import BaseObserver
 from sneakernet.catalog import session
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import CatalogBusyError, SourceError
+from sneakernet.catalog.hashcache import store_cached_hashes
 from sneakernet.catalog.hashing import FileHash
-from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.catalog.media import MediaInfo, is_video_name
 from sneakernet.catalog.probepass import store_media
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report

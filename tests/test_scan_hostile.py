@@ -888,9 +888,9 @@ def test_second_scan_of_a_locked_dataset_exits_5(tmp_path: Path):
 # machine; it touches a marker once `mark_after` files are done.
 _SLOW_CLI = """
 import pathlib, sys, time
-from sneakernet.catalog import hashpass
+from sneakernet.catalog import hashworker
 marker, mark_after = pathlib.Path(sys.argv.pop(1)), int(sys.argv.pop(1))
-real, done = hashpass.hash_file, []
+real, done = hashworker.hash_file, []
 def slow(*args, **kwargs):
     found = real(*args, **kwargs)
     done.append(1)
@@ -898,7 +898,7 @@ def slow(*args, **kwargs):
         marker.touch()
     time.sleep(0.01)
     return found
-hashpass.hash_file = slow
+hashworker.hash_file = slow
 from sneakernet.cli.app import main
 main(sys.argv[1:])
 """

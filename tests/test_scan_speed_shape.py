@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from sneakernet.catalog import hashpass, samples, walk
+from sneakernet.catalog import hashpass, hashworker, samples, walk
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.scan import scan
 
@@ -50,7 +50,8 @@ def test_unchanged_rescan_neither_plans_nor_reads(tmp_path: Path, monkeypatch):
     catalog = Catalog(tmp_path / "cat.duckdb")
     first = scan(catalog, root, "ds")
     monkeypatch.setattr(hashpass, "plan", _forbid)
-    monkeypatch.setattr(hashpass, "hash_file", _forbid)
+    monkeypatch.setattr(hashpass, "_hash_one", _forbid)
+    monkeypatch.setattr(hashworker, "hash_file", _forbid)
     again = scan(catalog, root, "ds")
     assert again.version is None and again.previous == first.version == 1
     assert (again.files, again.symlinks, again.bytes) == (first.files, 1, first.bytes)
@@ -249,3 +250,139 @@ def test_small_files_are_read_one_chunk_at_a_time(tmp_path: Path, monkeypatch):
     peak[0] = 0
     scan(Catalog(tmp_path / "cat.duckdb"), root, "ds", workers=4, rehash=True)
     assert peak[0] > 1
+
+
+def _small_tree(root: Path, files: int) -> Path:
+    names = ["plain", "sp ace", "new\nline", "ünï", "日本"]
+    for i in range(files):
+        folder = root / f"d{i % 7}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{names[i % len(names)]}-{i}.bin").write_bytes(os.urandom(i % 3000))
+    raw = os.fsencode(root / "d0") + b"/bad-\xff\xfe.bin"
+    with open(raw, "wb") as f:
+        f.write(b"raw name")
+    return root
+
+
+def _entries(catalog: Catalog, dataset: str) -> dict:
+    with catalog.read() as con:
+        return {
+            (r[0], r[1]): r[2:]
+            for r in con.execute(
+                "SELECT path, raw_path, kind, size, hash, status FROM entries WHERE dataset = ?",
+                [dataset],
+            ).fetchall()
+        }
+
+
+def test_helper_processes_hash_small_files_as_the_threads_do(tmp_path: Path, monkeypatch):
+    root = _small_tree(tmp_path / "tree", 1500)
+    alone = Catalog(tmp_path / "alone.duckdb")
+    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 10**9)
+    scan(alone, root, "ds")
+    helped_files: list[int] = []
+    real = hashworker.Helper.hash
+
+    def spying(self, requests):
+        helped_files.append(len(requests))
+        return real(self, requests)
+
+    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
+    monkeypatch.setattr(hashworker.Helper, "hash", spying)
+    helped = Catalog(tmp_path / "helped.duckdb")
+    result = scan(helped, root, "ds", workers=2)
+    assert result.hashed_files == 1501 and not result.problems
+    assert sum(helped_files) >= 128, helped_files  # a helper really hashed chunks
+    assert _entries(helped, "ds") == _entries(alone, "ds")
+    for (path, raw), (_kind, _size, digest, _status) in _entries(helped, "ds").items():
+        name = os.fsencode(root) + b"/" + (raw if raw is not None else path.encode())
+        assert digest == xxhash.xxh3_128_hexdigest(Path(os.fsdecode(name)).read_bytes())
+
+
+def test_a_helper_answers_for_files_that_are_not_what_the_walk_saw(tmp_path: Path):
+    from sneakernet.catalog.hashworker import Helper
+
+    good = tmp_path / "good.bin"
+    good.write_bytes(b"abc")
+    grown = tmp_path / "grown.bin"
+    grown.write_bytes(b"0123456789")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    raw = os.fsencode(tmp_path) + b"/\xff.bin"
+    with open(raw, "wb") as f:
+        f.write(b"raw")
+    st = good.stat()
+    helper = Helper()
+    try:
+        answers = helper.hash([
+            (str(good), 3, st.st_mtime_ns),
+            (str(grown), 4, 0),  # read as it is now, with its real size
+            (str(tmp_path / "gone.bin"), 5, 0),
+            (str(fifo), 0, 0),
+            (str(tmp_path), 0, 0),
+            (raw, 3, os.stat(raw).st_mtime_ns),
+        ])
+    finally:
+        helper.close()
+    assert answers[0][0].hash == xxhash.xxh3_128_hexdigest(b"abc")
+    assert answers[1][0].size == 10
+    assert answers[1][0].hash == xxhash.xxh3_128_hexdigest(b"0123456789")
+    assert answers[2] == (None, "vanished", "deleted before it could be read")
+    assert answers[3][:2] == (None, "vanished")
+    assert answers[4][0] is None and answers[4][1] in ("vanished", "unreadable")
+    assert answers[5][0].hash == xxhash.xxh3_128_hexdigest(b"raw")
+
+
+def test_a_helper_killed_mid_scan_leaves_the_scan_to_hash_the_rest(tmp_path: Path, monkeypatch):
+    import signal
+
+    root = _small_tree(tmp_path / "tree", 1500)
+    real = hashworker.Helper.hash
+    killed: list[int] = []
+
+    def killed_after_first(self, requests):
+        answer = real(self, requests)
+        if not killed and self.pid is not None:
+            killed.append(self.pid)
+            os.kill(self.pid, signal.SIGKILL)
+        return answer
+
+    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
+    monkeypatch.setattr(hashworker.Helper, "hash", killed_after_first)
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    result = scan(catalog, root, "ds", workers=2)
+    assert killed and result.hashed_files == 1501 and not result.problems
+    for (path, raw), (_kind, _size, digest, status) in _entries(catalog, "ds").items():
+        name = os.fsencode(root) + b"/" + (raw if raw is not None else path.encode())
+        assert status == "ok"
+        assert digest == xxhash.xxh3_128_hexdigest(Path(os.fsdecode(name)).read_bytes())
+
+
+def test_a_helper_ends_when_its_scan_is_killed(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from sneakernet.catalog.hashworker import Helper; h = Helper();"
+         " print(h.pid, flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    assert _running(pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid), "the helper outlived its scan"
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has ended; only its reaping is left

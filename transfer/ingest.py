@@ -21,7 +21,7 @@ import duckdb
 
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import SourceError
-from sneakernet.catalog.hashpass import store_cached_hashes
+from sneakernet.catalog.hashcache import store_cached_hashes
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.hashcache import store_cached_hashes
 from sneakernet.catalog.hashing import aligned_buffer, hash_file
-from sneakernet.catalog.hashpass import store_cached_hashes
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.errors import DriveError
