@@ -103,6 +103,30 @@ def test_names_illegal_on_exfat_refuse_the_plan_and_write_nothing(tmp_path):
     assert report.whole and report.counts["ok"] == 7  # both A.mp4 and a.mp4 on ext4
 
 
+_NAMES_TO_CHECK = [
+    "a:b", "q?", 'quo"te', "lt<", "gt>", "pi|pe", "tab\tname", "new\nline", "COM1",
+    "lpt9.txt", "Nul", "aux.tar.gz", "trail ", "dot.", "ünï:x", "日本.", "conX", "console",
+    "sub/CON/inner.txt", "sub. /x", "Ω" * 120, "x" * 250 + ".mp4", "d" * 200 + "/" + "e" * 200,
+    "fine/ok.txt", "naïve.txt", "\x7fdel",
+]
+
+
+def test_plan_flags_exactly_what_check_path_flags_for_every_name(tmp_path):
+    """The plan checks only the names SQL cannot pass on sight; that must lose nothing."""
+    root = make_tree(tmp_path / "src", _NAMES_TO_CHECK)
+    catalog = scanned(tmp_path, root, "odd")
+    for fs_type in ("exfat", "ext4", "vfat"):
+        plan = pack(catalog, ["odd"], [empty_drive(tmp_path / f"d-{fs_type}")],
+                    fs_type=fs_type, dry_run=True).plan
+        expected = []
+        for name in _NAMES_TO_CHECK:
+            expected += fsnames.check_path(f"odd/1/{name}", len(f"file : {name!r}\n") + 2,
+                                           fs_type)
+        got = {(p.path, p.message, p.error) for p in plan.problems}
+        assert got == {(p.path, p.message, p.error) for p in expected}, fs_type
+        assert len(expected) > 15
+
+
 def _refuse_raw_name(tmp_path: Path) -> PlanRefused:
     root = make_tree(tmp_path / "src", ["ok.txt"])
     (root / "ok.txt").rename(os.fsdecode(bytes(root) + b"/bad\xff.txt"))

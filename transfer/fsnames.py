@@ -20,7 +20,9 @@ _ILLEGAL = re.compile(r'[:?*"<>|\x00-\x1f\\]')
 _RESERVED = re.compile(r"(?i)(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?")
 # Anything _check_component could object to in a short ASCII path: an illegal
 # character, a name ending in a dot or a space, a name that may be reserved.
-_SUSPECT = re.compile(r'[:?*"<>|\x00-\x1f\\]|[. ](?:/|$)|(?i:(?:^|/)(?:CON|PRN|AUX|NUL|COM|LPT))')
+# The same in RE2 syntax too (DuckDB's regexp_matches), for plan's bulk check.
+SUSPECT_PATTERN = r'[:?*"<>|\x00-\x1f\\]|[. ](?:/|$)|(?i:(?:^|/)(?:CON|PRN|AUX|NUL|COM|LPT))'
+_SUSPECT = re.compile(SUSPECT_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
