@@ -150,40 +150,38 @@ def log_verify(catalog: Catalog, result) -> None:
 
     A drive this catalog has not seen is recorded first (its shipment, and the
     sending site's custody log read off it), so a verify on arrival starts the
-    receiving site's history of the shipment.
+    receiving site's history of the shipment. All of it in one transaction.
     """
-    from sneakernet.transfer.registration import remember_drive
+    from sneakernet.transfer.registration import remember_drive_in
 
-    events = []
-    for drive in result.drives:
-        if drive.shipment_id is None:
-            continue
+    checked = [drive for drive in result.drives if drive.shipment_id is not None]
+    readable = []
+    for drive in checked:
         if drive.error is None:
             info = driveformat.read_drive(Path(drive.root))
             seal = drive.seal if drive.seal_ok else None
-            remember_drive(
-                catalog, Path(drive.root), driveformat.DriveInfo(info.root, info.doc, seal)
-            )
-        details = {
-            "outcome": "ok" if drive.whole else "problems",
-            "files": drive.files,
-            "bytes": drive.bytes,
-            "seconds": round(drive.seconds, 3),
-            "fast": result.fast,
-            **drive.counts,
-        }
-        events.append(
-            new_event(
-                drive.shipment_id,
-                "verified",
-                drive_id=drive.drive_id,
-                site=site_name(catalog),
-                details=details,
-            )
-        )
-    if events:
-        with catalog.write() as con:
-            insert_events(con, events)
+            readable.append((Path(drive.root), driveformat.DriveInfo(info.root, info.doc, seal)))
+    if not checked:
+        return
+    with catalog.write() as con:
+        for root, info in readable:
+            remember_drive_in(con, root, info)
+        site = site_in(con)
+        insert_events(con, [_verified_event(drive, result.fast, site) for drive in checked])
+
+
+def _verified_event(drive, fast: bool, site: str) -> dict:
+    details = {
+        "outcome": "ok" if drive.whole else "problems",
+        "files": drive.files,
+        "bytes": drive.bytes,
+        "seconds": round(drive.seconds, 3),
+        "fast": fast,
+        **drive.counts,
+    }
+    return new_event(
+        drive.shipment_id, "verified", drive_id=drive.drive_id, site=site, details=details
+    )
 
 
 def list_shipments(catalog: Catalog) -> list[dict]:

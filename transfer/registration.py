@@ -28,52 +28,59 @@ def remember_drive(
 ) -> None:
     """Record the drive's shipment, the drive, its custody log and (given the shipment
     index) which drive carries which content."""
-    shipment = info.doc["shipment"]
     with catalog.write() as con:
-        if find_shipment(con, info.shipment_id) is None:
-            con.execute(
-                "INSERT INTO shipments VALUES (?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMPTZ)",
-                [
-                    info.shipment_id,
-                    shipment["name"],
-                    shipment["from_site"],
-                    shipment["to_site"],
-                    info.of,
-                    shipment["files"],
-                    shipment["bytes"],
-                    shipment["created_at"],
-                ],
-            )
-            con.executemany(
-                "INSERT INTO shipment_versions VALUES (?, ?, ?)",
-                [[info.shipment_id, v["dataset"], v["version"]] for v in info.doc["versions"]],
-            )
-        known = con.execute(
-            "SELECT count(*) FROM shipment_entries WHERE shipment_id = ?", [info.shipment_id]
-        ).fetchall()[0][0]
-        if index is not None and not known:
-            con.execute(
-                f"INSERT INTO shipment_entries SELECT ?, dataset, version, path, hash, size,"
-                f" drive_number, drive_path, carried FROM read_parquet({sql_path(index)})",
-                [info.shipment_id],
-            )
+        remember_drive_in(con, root, info, index)
+
+
+def remember_drive_in(
+    con: duckdb.DuckDBPyConnection, root: Path, info: fmt.DriveInfo, index: Path | None = None
+) -> None:
+    """`remember_drive` inside the caller's transaction."""
+    shipment = info.doc["shipment"]
+    if find_shipment(con, info.shipment_id) is None:
         con.execute(
-            "INSERT OR IGNORE INTO drives VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+            "INSERT INTO shipments VALUES (?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMPTZ)",
             [
-                info.drive_id,
                 info.shipment_id,
-                info.number,
-                info.label,
-                info.doc["drive"]["files"],
-                info.doc["drive"]["bytes"],
-                str(root),
+                shipment["name"],
+                shipment["from_site"],
+                shipment["to_site"],
+                info.of,
+                shipment["files"],
+                shipment["bytes"],
+                shipment["created_at"],
             ],
         )
-        con.execute(
-            "UPDATE drives SET last_mount = ?, seal = coalesce(?, seal) WHERE drive_id = ?",
-            [str(root), info.seal, info.drive_id],
+        con.executemany(
+            "INSERT INTO shipment_versions VALUES (?, ?, ?)",
+            [[info.shipment_id, v["dataset"], v["version"]] for v in info.doc["versions"]],
         )
-        custody.insert_events(con, fmt.read_custody(root))
+    known = con.execute(
+        "SELECT count(*) FROM shipment_entries WHERE shipment_id = ?", [info.shipment_id]
+    ).fetchall()[0][0]
+    if index is not None and not known:
+        con.execute(
+            f"INSERT INTO shipment_entries SELECT ?, dataset, version, path, hash, size,"
+            f" drive_number, drive_path, carried FROM read_parquet({sql_path(index)})",
+            [info.shipment_id],
+        )
+    con.execute(
+        "INSERT OR IGNORE INTO drives VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+        [
+            info.drive_id,
+            info.shipment_id,
+            info.number,
+            info.label,
+            info.doc["drive"]["files"],
+            info.doc["drive"]["bytes"],
+            str(root),
+        ],
+    )
+    con.execute(
+        "UPDATE drives SET last_mount = ?, seal = coalesce(?, seal) WHERE drive_id = ?",
+        [str(root), info.seal, info.drive_id],
+    )
+    custody.insert_events(con, fmt.read_custody(root))
 
 
 def register_complete_versions(
