@@ -74,7 +74,10 @@ class Helper:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "sneakernet.catalog.hashworker"],
+            # -P: `-m` would put the working folder first on sys.path, and a scan is
+            # often run from inside the dataset: its struct.py or typing.py would be
+            # imported (run) by the helper.
+            [sys.executable, "-P", "-m", "sneakernet.catalog.hashworker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

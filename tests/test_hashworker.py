@@ -73,3 +73,30 @@ def test_a_helper_that_writes_junk_leaves_the_scan_to_hash(tmp_path, monkeypatch
 def test_an_answer_that_is_not_one_outcome_per_file_is_refused(answer):
     with pytest.raises(ValueError):
         hashworker._outcomes(answer, 1)
+
+
+def test_a_helper_does_not_import_modules_from_the_working_folder(tmp_path, monkeypatch):
+    """`python -m` puts the working folder first on sys.path: a scan run from inside a
+    folder of Python code (often the very dataset) must not execute it."""
+    marker = tmp_path / "imported"
+    root = _tree(tmp_path / "tree")
+    for name in ("struct", "threading", "typing", "xxhash", "mmap"):
+        (root / f"{name}.py").write_text(
+            f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n"
+            "raise ImportError('not the real module')\n"
+        )
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
+    asked: list[int] = []
+    real = hashworker.Helper.hash
+
+    def spying(self, requests):
+        asked.append(len(requests))
+        return real(self, requests)
+
+    monkeypatch.setattr(hashworker.Helper, "hash", spying)
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    result = scan(catalog, root, "ds", workers=2)
+    assert asked and result.hashed_files == 1205 and not result.problems
+    assert not marker.exists(), f"a helper imported {marker.read_text().split()}"
+    _assert_hashed(catalog, root)
