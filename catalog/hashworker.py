@@ -160,6 +160,8 @@ class HelperPool:
             if len(self._all) >= self.most:
                 return None
             try:
+                if not sys.executable:  # None or "" when Python cannot tell (embedded)
+                    raise OSError("no Python executable to start a helper with")
                 helper = Helper()
             except OSError:
                 self._failed = True

@@ -4,6 +4,7 @@ whatever a helper does, the scan hashes the chunk itself and never runs foreign 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,14 @@ def test_a_helper_does_not_import_modules_from_the_working_folder(tmp_path, monk
     assert asked and result.hashed_files == 1205 and not result.problems
     assert not marker.exists(), f"a helper imported {marker.read_text().split()}"
     _assert_hashed(catalog, root)
+
+
+def test_a_helper_that_cannot_start_leaves_the_scan_to_hash(tmp_path, monkeypatch):
+    """sys.executable may be None or '' in an embedded interpreter."""
+    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
+    root = _tree(tmp_path / "tree")
+    for executable in (None, ""):
+        monkeypatch.setattr(sys, "executable", executable)
+        catalog = Catalog(tmp_path / f"cat{executable!r}.duckdb")
+        result = scan(catalog, root, "ds", workers=2)
+        assert result.hashed_files == 1200 and not result.problems
