@@ -9,10 +9,11 @@ small files, another hands the next chunk to a helper and waits for its answer.
 The helper is `python -m sneakernet.catalog.hashworker`, talking over its
 stdin and stdout: each request is a chunk of (path, size, mtime_ns), each
 answer one (hash, size, mtime_ns, inode, device) or (None, problem, message)
-per file, framed by a length and encoded with `marshal` (both ends are this
+per file, framed by a tag and a length and encoded with `marshal` (both ends are this
 module). It imports nothing heavy, ignores Ctrl-C (the scan decides), and ends
 when its stdin closes, which is also what happens when the scan is killed.
-Whatever goes wrong with a helper, the scan hashes that chunk itself.
+Whatever goes wrong with a helper (it dies, or its stdout carries something
+else than answers), the scan hashes that chunk itself.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ from sneakernet.catalog.hashing import (
 )
 
 _RETRIES_WHEN_CHANGING = 2
-_FRAME = struct.Struct("<Q")
+# A frame: a tag, the length, then the marshal data. The tag tells a helper's answer
+# from anything else that reached its stdout (a sitecustomize's print, a wrapper's
+# banner), which read as a length would have the scan allocate and wait for gigabytes.
+_FRAME = struct.Struct("<4sQ")
+_TAG = b"snh1"
+_MOST_FRAME = 256 << 20  # a chunk of 512 paths of 4 KiB is 2 MiB
 
 # One result per file: (FileHash, None, None) or (None, status, message).
 Outcome = tuple[FileHash | None, str | None, str | None]
@@ -68,7 +74,10 @@ class Helper:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "sneakernet.catalog.hashworker"],
+            # -P: `-m` would put the working folder first on sys.path, and a scan is
+            # often run from inside the dataset: its struct.py or typing.py would be
+            # imported (run) by the helper.
+            [sys.executable, "-P", "-m", "sneakernet.catalog.hashworker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -85,17 +94,10 @@ class Helper:
             raise HelperGone("closed")
         try:
             _send(proc.stdin, marshal.dumps(requests))
-            answer = marshal.loads(_receive(proc.stdout))
-        except (OSError, EOFError, ValueError, TypeError) as exc:
+            return _outcomes(marshal.loads(_receive(proc.stdout)), len(requests))
+        except (OSError, EOFError, ValueError, TypeError, MemoryError) as exc:
             self.close()
             raise HelperGone(str(exc)) from exc
-        if len(answer) != len(requests):
-            self.close()
-            raise HelperGone("answered the wrong number of files")
-        return [
-            (FileHash(*row), None, None) if row[0] is not None else (None, row[1], row[2])
-            for row in answer
-        ]
 
     def close(self) -> None:
         """End the helper: its stdin closes, it exits; killed if it does not within 5 s."""
@@ -158,6 +160,8 @@ class HelperPool:
             if len(self._all) >= self.most:
                 return None
             try:
+                if not sys.executable:  # None or "" when Python cannot tell (embedded)
+                    raise OSError("no Python executable to start a helper with")
                 helper = Helper()
             except OSError:
                 self._failed = True
@@ -166,8 +170,25 @@ class HelperPool:
             return helper
 
 
+def _outcomes(answer: object, count: int) -> list[Outcome]:
+    """A helper's answer as outcomes; ValueError unless it is one outcome per request."""
+    if type(answer) is not list or len(answer) != count:
+        raise ValueError("answered the wrong number of files")
+    outcomes: list[Outcome] = []
+    for row in answer:
+        if type(row) is not tuple:
+            raise ValueError("answered something that is not a file's outcome")
+        if len(row) == 5 and type(row[0]) is str and all(type(v) is int for v in row[1:]):
+            outcomes.append((FileHash(*row), None, None))
+        elif len(row) == 3 and row[0] is None and type(row[1]) is type(row[2]) is str:
+            outcomes.append((None, row[1], row[2]))
+        else:
+            raise ValueError("answered something that is not a file's outcome")
+    return outcomes
+
+
 def _send(pipe: BinaryIO, data: bytes) -> None:
-    pipe.write(_FRAME.pack(len(data)))
+    pipe.write(_FRAME.pack(_TAG, len(data)))
     pipe.write(data)
     pipe.flush()
 
@@ -176,7 +197,9 @@ def _receive(pipe: BinaryIO) -> bytes:
     head = pipe.read(_FRAME.size)
     if len(head) < _FRAME.size:
         raise EOFError("the helper's pipe closed")
-    (size,) = _FRAME.unpack(head)
+    tag, size = _FRAME.unpack(head)
+    if tag != _TAG or size > _MOST_FRAME:
+        raise ValueError("the helper's pipe carries something else than its answers")
     data = pipe.read(size)
     if len(data) < size:
         raise EOFError("the helper's pipe closed mid-answer")

@@ -106,19 +106,14 @@ def scan(
             result.problems.extend(same.problems)
             result.seconds = time.monotonic() - started
             return result
-        with _timed(result, "hash"):
-            hashing = hashpass.HashPass(
-                catalog,
-                root,
-                workers=workers,
-                files_total=walked.files,
-                bytes_total=walked.bytes,
-                progress=progress,
-            )
-            hashed = hashing.run(work / "plan.parquet", work / "entries.parquet")
-        result.hashed_files, result.hashed_bytes = hashed.hashed_files, hashed.hashed_bytes
-        result.reused_files = hashed.reused_files
-        result.problems.extend(hashed.problems)
+        hashing = hashpass.HashPass(
+            catalog,
+            root,
+            workers=workers,
+            files_total=walked.files,
+            bytes_total=walked.bytes,
+            progress=progress,
+        )
         entries, todo = work / "entries.parquet", work / "probe.parquet"
 
         def commit(con: duckdb.DuckDBPyConnection) -> CommitResult:
@@ -129,15 +124,23 @@ def scan(
             )
 
         # The last hashes, the probe list and (nothing new to probe: the usual rescan)
-        # the commit share one transaction.
-        unsaved = hashing.unsaved()
+        # the commit share one transaction. A pass that fails midway stores what it
+        # read itself; from the moment it has read everything (its own shutdown
+        # included) until that transaction commits, a failure stores them here.
+        unsaved: list[FileHash] = []
         try:
+            with _timed(result, "hash"):
+                hashed = hashing.run(work / "plan.parquet", entries)
+            result.hashed_files, result.hashed_bytes = hashed.hashed_files, hashed.hashed_bytes
+            result.reused_files = hashed.reused_files
+            result.problems.extend(hashed.problems)
+            unsaved = hashing.unsaved()
             with _timed(result, "commit"), session.write(catalog) as con:
                 hashcache.store_found(con, unsaved)
                 to_probe = probepass.list_unprobed(con, entries, todo)
                 committed = None if to_probe else commit(con)
         except BaseException:
-            _keep_hashes(catalog, unsaved)  # rolled back with the rest: a re-run reuses them
+            _keep_hashes(catalog, unsaved + hashing.unsaved())  # rolled back with the rest
             raise
         if committed is None:
             with _timed(result, "probe"):

@@ -117,6 +117,31 @@ def test_interrupted_commit_keeps_every_hash(tmp_path, catalog):
     assert (again.version, again.hashed_files, again.reused_files) == (1, 0, 300)
 
 
+def test_interrupt_as_the_hash_pass_ends_keeps_every_hash(tmp_path, catalog, monkeypatch):
+    """A Ctrl-C while the pass shuts its helpers and threads down, after its last batch:
+    the hashes not flushed yet (they were kept for the commit) are stored all the same."""
+    from sneakernet.catalog import hashpass, hashworker
+
+    root = tmp_path / "big"
+    _make_tree(root, files=300, size=4 * 1024)
+    real_close = hashworker.HelperPool.close
+
+    def interrupted_close(self) -> None:
+        real_close(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
+    monkeypatch.setattr(hashworker.HelperPool, "close", interrupted_close)
+    with pytest.raises(KeyboardInterrupt):
+        scan(catalog, root, "big", workers=2)
+    assert _assert_consistent(catalog) == []
+    with catalog.read() as con:
+        assert con.execute("SELECT count(*) FROM hash_cache").fetchone()[0] == 300
+    monkeypatch.setattr(hashworker.HelperPool, "close", real_close)
+    again = scan(catalog, root, "big")
+    assert (again.version, again.hashed_files, again.reused_files) == (1, 0, 300)
+
+
 def test_ctrl_c_on_the_cli_keeps_the_catalog_whole(tmp_path, catalog):
     """Ctrl-C at different moments: 130 with a message, or done; never a half version.
 
