@@ -27,7 +27,7 @@ from sneakernet.catalog.hashing import FileHash
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name, check_label
 from sneakernet.catalog.versions import CommitResult, check_label_free, commit_entries
-from sneakernet.catalog.walk import Problem, WalkResult, walk_to_parquet
+from sneakernet.catalog.walk import Problem, WalkResult, display_name, walk_to_parquet
 
 
 @dataclass(slots=True)
@@ -177,6 +177,13 @@ def check_root(root: Path, verb: str = "scan") -> Path:
         )
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise SourceError("folder is not readable", path=str(root), hint="check its permissions")
+    shown, raw = display_name(str(resolved))
+    if raw is not None:  # the catalog keeps a version's folder as text (its files' names
+        raise SourceError(  # may be any bytes): pack could not find the files again
+            "the folder's path is not valid UTF-8",
+            path=shown,
+            hint="rename the folder (names inside it may be any bytes)",
+        )
     return resolved
 
 

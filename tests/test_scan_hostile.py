@@ -683,6 +683,26 @@ def test_unusable_root_exits_7_with_one_clear_line(tmp_path: Path):
     assert not cat.exists() or version_count(Catalog(cat)) == 0
 
 
+def test_a_root_whose_path_is_not_utf8_is_refused_clearly(tmp_path: Path):
+    """Names inside a tree may be any bytes; the version's folder is kept as text, so a
+    folder that is not (pack could not find its files again) is refused up front."""
+    root = os.fsencode(tmp_path) + b"/cam\xff"
+    os.mkdir(root)
+    with open(root + b"/a.bin", "wb") as f:
+        f.write(b"x")
+    cat = tmp_path / "cat.duckdb"
+    proc = run_cli("--catalog", cat, "scan", root, "-d", "ds")
+    line = assert_clean_error(proc, EXIT_SOURCE, "not valid UTF-8")
+    assert "cam\\xff" in line
+    assert not cat.exists() or version_count(Catalog(cat)) == 0
+    inside = tmp_path / "plain"  # the same bytes one level down are recorded exactly
+    os.rename(root, os.fsencode(inside))
+    os.mkdir(os.fsencode(inside) + b"/cam\xff")
+    with open(os.fsencode(inside) + b"/cam\xff/b\xfe.bin", "wb") as f:
+        f.write(b"y")
+    assert scan(Catalog(cat), inside, "ds").files == 2
+
+
 def test_root_error_line_escapes_control_characters_in_the_path(tmp_path: Path):
     hostile = tmp_path / "missing\nhint: fake\x1b[2J"
     proc = run_cli("--catalog", tmp_path / "cat.duckdb", "scan", hostile, "-d", "ds")
