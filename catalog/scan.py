@@ -158,8 +158,8 @@ def scan(
 
 def _keep_hashes(catalog: Catalog, found: list[FileHash]) -> None:
     """Store hashes on a failure path, best effort: the failure itself is what is raised."""
-    if found:
-        with suppress(SneakernetError, duckdb.Error, OSError), session.write(catalog) as con:
+    if found:  # whatever stops this (Exception, not a second Ctrl-C) must not hide that
+        with suppress(Exception), session.write(catalog) as con:
             hashcache.store_found(con, found)
 
 
