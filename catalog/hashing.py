@@ -27,12 +27,14 @@ _OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in must not hang t
 def aligned_buffer(size: int = BUFFER_SIZE) -> memoryview:
     """A page-aligned, writable buffer for reading and writing file bytes.
 
-    The kernel copies page-cache pages to and from user memory with `rep movsb`,
-    which on this machine's AMD EPYC runs at a third of its speed when the user
-    side is not 64-byte aligned, and malloc places a big bytearray 16 bytes past
-    a page boundary: 512 MiB read from page cache into a 1 MiB buffer took
-    0.218 s at page offset 16 against 0.061 s at offsets 0, 64 or 2048
-    (`bench/README.md`). Anonymous private mmap memory is page-aligned.
+    The kernel copies page-cache pages (page-aligned) to and from user memory
+    with `rep movsb`. On this machine's AMD EPYC that copy runs at a third of
+    its speed when the user buffer starts 8 or 16 bytes past a page boundary
+    (the two addresses alias in the low 12 bits), which is where malloc puts a
+    big bytearray; from offset 32 on, and at 0, it runs at full speed. 512 MiB
+    from page cache into a 1 MiB buffer: 0.225-0.33 s at offsets 8 and 16,
+    0.066-0.080 s at 0, 32, 64 ... 4080 (`bench/buffer_alignment.py`).
+    Anonymous private mmap memory starts on a page.
     """
     return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
 

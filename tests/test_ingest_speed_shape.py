@@ -150,9 +150,9 @@ def test_unsafe_relative_path_fast_path_agrees_with_the_split(text, unsafe):
 
 
 def test_every_read_lands_in_a_page_aligned_buffer(tmp_path: Path, monkeypatch):
-    """The kernel's page-cache copy into a buffer 16 bytes off a page boundary (where
-    malloc puts a big bytearray) ran at a third of its speed here: scan, pack, verify
-    and ingest read into buffers that start on a page."""
+    """The kernel's page-cache copy into a buffer 8 or 16 bytes past a page boundary
+    (malloc puts a big bytearray at 16) ran at a third of its speed here: scan, pack,
+    verify and ingest read into buffers that start on a page."""
     import ctypes
 
     from sneakernet.catalog.hashing import aligned_buffer
