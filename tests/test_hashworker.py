@@ -31,6 +31,20 @@ def _assert_hashed(catalog: Catalog, root: Path) -> None:
         assert digest == xxhash.xxh3_128_hexdigest((root / path).read_bytes())
 
 
+def _helpers_asked(monkeypatch) -> list[int]:
+    """Helpers from the first small file on; the size of each chunk a helper was asked."""
+    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
+    asked: list[int] = []
+    real = hashworker.Helper.hash
+
+    def spying(self, requests):
+        asked.append(len(requests))
+        return real(self, requests)
+
+    monkeypatch.setattr(hashworker.Helper, "hash", spying)
+    return asked
+
+
 # What a sitecustomize (or a .pth file, or a wrapper) may write to a helper's stdout
 # before its first frame: a banner (read as a length: MemoryError, or a wait for bytes
 # that never come), or a length and data that are not an answer (TypeError).
@@ -52,15 +66,7 @@ def test_a_helper_that_writes_junk_leaves_the_scan_to_hash(tmp_path, monkeypatch
     (site / "sitecustomize.py").write_text(_JUNK[junk])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site),
                                                                    os.environ.get("PYTHONPATH")])))
-    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
-    asked: list[int] = []
-    real = hashworker.Helper.hash
-
-    def spying(self, requests):
-        asked.append(len(requests))
-        return real(self, requests)
-
-    monkeypatch.setattr(hashworker.Helper, "hash", spying)
+    asked = _helpers_asked(monkeypatch)
     root = _tree(tmp_path / "tree")
     catalog = Catalog(tmp_path / "cat.duckdb")
     result = scan(catalog, root, "ds", workers=2)
@@ -87,15 +93,7 @@ def test_a_helper_does_not_import_modules_from_the_working_folder(tmp_path, monk
             "raise ImportError('not the real module')\n"
         )
     monkeypatch.chdir(root)
-    monkeypatch.setattr(hashpass, "HELPER_MIN_FILES", 0)
-    asked: list[int] = []
-    real = hashworker.Helper.hash
-
-    def spying(self, requests):
-        asked.append(len(requests))
-        return real(self, requests)
-
-    monkeypatch.setattr(hashworker.Helper, "hash", spying)
+    asked = _helpers_asked(monkeypatch)
     catalog = Catalog(tmp_path / "cat.duckdb")
     result = scan(catalog, root, "ds", workers=2)
     assert asked and result.hashed_files == 1205 and not result.problems
