@@ -16,6 +16,13 @@ from sneakernet.catalog.hashing import HASHER, FileHash
 CacheRow = tuple[int, int, int, int, str]
 
 
+def save_found(catalog: Catalog, found: list[FileHash]) -> None:
+    """`store_found` in a transaction of its own (nothing to do for no hashes)."""
+    if found:
+        with session.write(catalog) as con:
+            store_found(con, found)
+
+
 def store_found(con: duckdb.DuckDBPyConnection, found: list[FileHash]) -> None:
     """Upsert what a hash pass read into the hash cache, inside the caller's transaction."""
     if not found:

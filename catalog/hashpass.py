@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sneakernet.catalog import hashcache, session
+from sneakernet.catalog import hashcache
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.hashing import BUFFER_SIZE, HASHER, FileHash, aligned_buffer
 from sneakernet.catalog.hashworker import HelperPool, Outcome, hash_one
@@ -321,9 +321,7 @@ class HashPass:
     def _flush_cache(self) -> None:
         fresh, self._fresh = self._fresh, []
         self._flushed_at = time.monotonic()
-        if fresh:
-            with session.write(self.catalog) as con:
-                hashcache.store_found(con, fresh)
+        hashcache.save_found(self.catalog, fresh)
 
 
 def _found(part: list[_Result]) -> Iterator[FileHash]:

@@ -158,9 +158,8 @@ def scan(
 
 def _keep_hashes(catalog: Catalog, found: list[FileHash]) -> None:
     """Store hashes on a failure path, best effort: the failure itself is what is raised."""
-    if found:  # whatever stops this (Exception, not a second Ctrl-C) must not hide that
-        with suppress(Exception), session.write(catalog) as con:
-            hashcache.store_found(con, found)
+    with suppress(Exception):  # whatever stops this (not a second Ctrl-C) must not hide that
+        hashcache.save_found(catalog, found)
 
 
 def check_root(root: Path, verb: str = "scan") -> Path:
