@@ -97,13 +97,12 @@ def ingest(
             )
         result.registered += [r for r in registered if r not in result.registered]
         result.waiting = waiting
-        custody.record(
-            catalog,
-            custody.new_event(
+        with catalog.write() as con:  # the site read in the same transaction, as verify does
+            event = custody.new_event(
                 info.shipment_id,
                 "ingested",
                 drive_id=info.drive_id,
-                site=custody.site_name(catalog),
+                site=custody.site_in(con),
                 details={
                     "files": outcome.copied_files + outcome.linked_files + outcome.present_files,
                     "bytes": outcome.copied_bytes,
@@ -111,8 +110,8 @@ def ingest(
                     "problems": len(outcome.problems),
                     "store": str(store),
                 },
-            ),
-        )
+            )
+            custody.insert_events(con, [event])
     result.seconds = time.monotonic() - started
     return result
 
