@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -133,9 +134,7 @@ def sneakernet_cmd() -> list[str]:
     return [script] if script else [sys.executable, "-m", "sneakernet.cli"]
 
 
-_compiled = False
-
-
+@functools.cache
 def _compile_package() -> None:
     """Byte-compile the package once, as an install or a first run leaves it.
 
@@ -143,15 +142,11 @@ def _compile_package() -> None:
     is compiled again by every process: ~0.25 s of each CLI run that a user's
     machine pays once.
     """
-    global _compiled
-    if not _compiled:
-        import compileall
-        import importlib
+    import compileall
 
-        for name in ("catalog", "transfer", "cli"):
-            module = importlib.import_module(f"sneakernet.{name}")
-            compileall.compile_dir(str(Path(module.__file__ or "").parent), quiet=1)
-        _compiled = True
+    for name in ("catalog", "transfer", "cli"):
+        module = importlib.import_module(f"sneakernet.{name}")
+        compileall.compile_dir(str(Path(module.__file__ or "").parent), quiet=1)
 
 
 # ---------------------------------------------------------------------------
