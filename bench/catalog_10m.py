@@ -69,7 +69,7 @@ def build(path: Path, versions: int, entries: int) -> None:
     con = duckdb.connect(str(path))
     try:
         cols, exprs = _entry_columns(con)
-        con.execute("INSERT INTO datasets VALUES ('big', now())")
+        con.execute("INSERT INTO datasets (name, created_at) VALUES ('big', now())")
         for v in range(1, versions + 1):
             started = time.perf_counter()
             # chg: the version in which file i last changed (1% of files change per version).
@@ -101,8 +101,10 @@ def build(path: Path, versions: int, entries: int) -> None:
                 " SELECT count(*) AS n, any_value(size) AS s FROM entries WHERE dataset = 'big'"
                 " AND version = ? AND kind = 'file' GROUP BY hash HAVING count(*) > 1)", [v]
             ).fetchone()
-            con.execute("INSERT INTO versions VALUES ('big', ?, ?, now(), 'scan', '/data/big',"
-                        " 'bench', ?, ?, ?, ?)",
+            # Columns by name: migrations add columns to versions (v2: provenance).
+            con.execute("INSERT INTO versions (dataset, version, label, created_at, origin, root,"
+                        " host, files, bytes, duplicate_files, duplicate_bytes)"
+                        " VALUES ('big', ?, ?, now(), 'scan', '/data/big', 'bench', ?, ?, ?, ?)",
                         [v, f"v{v}" if v % 5 == 0 else None, files, size, dup_files, dup_bytes])
             c.note(f"version {v}: {files:,} files in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
