@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sneakernet.catalog import durable
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import NotFoundError, SourceError
 from sneakernet.catalog.hashing import hash_file
@@ -123,19 +124,6 @@ def export(catalog: Catalog, ref: VersionRef | str, out: Path | str) -> int:
             "SELECT count(*) FROM entries WHERE dataset = ? AND version = ?",
             [ref.dataset, version],
         ).fetchone()[0]
-    _fsync_rename(tmp, out)
+    durable.fsync_path(tmp)
+    durable.rename_durably(tmp, out)
     return int(count)
-
-
-def _fsync_rename(tmp: Path, out: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, out)
-    dir_fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

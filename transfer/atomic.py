@@ -11,8 +11,8 @@ import secrets
 from contextlib import suppress
 from pathlib import Path
 
+from sneakernet.catalog.durable import rename_durably
 from sneakernet.catalog.errors import SourceError
-from sneakernet.transfer.fsio import fsync_dir
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:
@@ -35,8 +35,7 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)  # the rename itself is data too
+        rename_durably(tmp, path)
     except OSError as exc:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)

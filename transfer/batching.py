@@ -26,10 +26,11 @@ from pathlib import Path
 
 import xxhash
 
+from sneakernet.catalog.durable import fsync_dir
 from sneakernet.catalog.hashing import aligned_buffer
 from sneakernet.transfer import copier
 from sneakernet.transfer.copier import CopyCorrupt, CopyResult
-from sneakernet.transfer.fsio import drop_from_cache, fsync_dir
+from sneakernet.transfer.fsio import drop_from_cache
 
 BATCH_FILES = 256  # copies made durable together (open descriptors: two batches' worth)
 BATCH_BYTES = 128 << 20  # ... and their bytes: dirty data waiting for one sync

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import xxhash
 
+from sneakernet.catalog.durable import fsync_dir
 from sneakernet.catalog.hashing import aligned_buffer
-from sneakernet.transfer.fsio import READ_FLAGS, drop_from_cache, fsync_dir
+from sneakernet.transfer.fsio import READ_FLAGS, drop_from_cache
 from sneakernet.transfer.pump import ProgressBytes, SourceMismatch, Windows, pump
 
 BUFFER_SIZE = 1 << 20

@@ -9,7 +9,6 @@ declares, carried copies sit at <dataset>/<version>/<path>.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sneakernet.catalog import durable
 from sneakernet.catalog.errors import SneakernetError
 from sneakernet.catalog.refs import check_dataset_name
 from sneakernet.transfer.driveformat import (
@@ -82,12 +82,8 @@ class ManifestWriter:
 
     def close(self) -> None:
         self._writer.close()
-        fd = os.open(self._tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self._tmp, self.path)
+        durable.fsync_path(self._tmp)
+        durable.rename_durably(self._tmp, self.path)
 
 
 def read_manifest(

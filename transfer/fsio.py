@@ -13,17 +13,11 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from sneakernet.catalog.durable import rename_durably
+
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
 TMP_SUFFIX = ".sneakernet-tmp"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -37,16 +31,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    rename_durably(tmp, path)
 
 
 def drop_from_cache(fd: int, start: int = 0, length: int = 0) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from sneakernet.catalog.durable import rename_durably
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.fsio import atomic_write
@@ -138,5 +139,5 @@ def _write_manifests(
         plain.flush()
         os.fsync(plain.fileno())
     writer.close()
-    plain_tmp.replace(root / fmt.PLAIN_MANIFEST)
+    rename_durably(plain_tmp, root / fmt.PLAIN_MANIFEST)
     return files, size, unlisted
