@@ -95,7 +95,6 @@ def write_tree(root: Path, folders: int, per_folder: int, size: int = 2048) -> N
             (folder / f"{i:04d}.bin").write_bytes(os.urandom(size))
 
 
-
 class Lines:
     """Reads a process's stdout lines on a thread, so the test never blocks on them."""
 
@@ -127,9 +126,9 @@ class Lines:
         return [e for e in found if e["event"] == kind]
 
 
-def watch_process(catalog: Catalog, root: Path, *args: str) -> subprocess.Popen:
+def watch_process(catalog: Catalog, root: Path, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sneakernet.cli", "--catalog", str(catalog.path), "watch",
          str(root), "--dataset", "d", "--json", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
