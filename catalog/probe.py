@@ -37,6 +37,7 @@ import dataclasses
 import itertools
 import math
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -54,6 +55,9 @@ _MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"
 _MAX_BOXES = 20000  # top-level MP4 boxes walked (fragmented MP4: two per fragment)
 _SAMPLE = 1024  # timestamps looked at by the VFR rule, per run
 _REORDER = 16  # most frames a decoder may reorder (the H.264/HEVC limit)
+# Never through a symlink, never blocked by a FIFO swapped in (O_NONBLOCK; a regular
+# file reads the same with it).
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _MEDIA_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, UnicodeError, OverflowError)
 
 
@@ -70,23 +74,46 @@ class _Scan:
 
 
 def probe(path: str | bytes | os.PathLike) -> MediaInfo:
-    """Describe the video file at `path`. Never raises for bad media: see `MediaInfo.ok`."""
+    """Describe the video file at `path`. Never raises for bad media: see `MediaInfo.ok`.
+
+    `path` must be a regular file itself: a symlink is not followed, and a FIFO or
+    device (swapped in after the file was hashed) is refused without waiting on it.
+    """
     try:
-        size = os.stat(path).st_size
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        return MediaInfo(ok=False, error=f"cannot open: {_message(exc)}")
+    try:
+        st = os.fstat(fd)
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode):
+            return MediaInfo(ok=False, error="cannot open: not a regular file")
         # PyAV os.fsencode()s the name back, so an undecodable (surrogate-escaped) name
         # survives; "file:" keeps names like "10:30.mp4" or "concat:x" from being URLs.
-        with av.open("file:" + os.fsdecode(path), metadata_errors="ignore") as container:
+        with av.open("file:" + _same_file(fd, path), metadata_errors="ignore") as container:
             info = _probe_container(container, size)
-        with open(path, "rb", buffering=0) as fh:
+        with open(fd, "rb", buffering=0, closefd=False) as fh:
             declared, rotation = _layout(fh, size)
     except _MEDIA_ERRORS as exc:
         return MediaInfo(ok=False, error=f"cannot open: {_message(exc)}")
+    finally:
+        os.close(fd)
     if rotation is not None:
         info = dataclasses.replace(info, rotation=rotation)
     if info.ok and declared is not None and declared > size:
         error = f"ends early: file has {size} bytes, its header declares {declared}"
         info = dataclasses.replace(info, ok=False, error=error)
     return info
+
+
+def _same_file(fd: int, path: str | bytes | os.PathLike) -> str:
+    """A name libavformat can open that is the file `fd` has open, whatever `path` is now.
+
+    On Linux /proc/self/fd/N reopens that very file; elsewhere the path is all there is
+    (checked a moment ago, so only a swap in that moment gets through).
+    """
+    by_fd = f"/proc/self/fd/{fd}"
+    return by_fd if os.path.exists(by_fd) else os.fsdecode(path)
 
 
 def _message(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 
+from watchdog import events
 from watchdog.events import (
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MOVED,
@@ -28,18 +29,26 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+# Attribute changes (chmod, touch): no byte changes, but a file or folder made readable
+# again, or a new mtime, changes what a scan records. watchdog 6+ reports them as these
+# classes (no longer as modifications); older versions have neither.
+_ATTRIBUTE_EVENTS = [
+    getattr(events, name) for name in ("FileAttribEvent", "DirAttribEvent") if hasattr(events, name)
+]
+
 # Only events that say "something changed". Opens and read-only closes are left out:
 # our own hashing and probing open files, and hearing that would never settle.
 # DirModifiedEvent is left out too: every file event already says it.
 EVENT_FILTER = [
     FileCreatedEvent,
-    FileModifiedEvent,  # also attribute changes (chmod, touch)
+    FileModifiedEvent,
     FileClosedEvent,  # closed after writing
     FileMovedEvent,
     FileDeletedEvent,
     DirCreatedEvent,
     DirMovedEvent,
     DirDeletedEvent,
+    *_ATTRIBUTE_EVENTS,
 ]
 
 

@@ -16,8 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,83 +24,22 @@ from sneakernet.catalog import watch_work
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SourceError, UsageError
 from sneakernet.catalog.scan import DatasetLockedError, scan
-from sneakernet.catalog.watch import Watcher, WatchNotice
+from sneakernet.catalog.watch import Watcher
 from sneakernet.catalog.watch_setup import parse_duration
 from sneakernet.cli.exits import ExitStatus
 
-SETTLE = 0.3
-QUIET = 0.4
-
-
-def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-@contextmanager
-def _watching(catalog: Catalog, root: Path, **options) -> Iterator[tuple[Watcher, list]]:
-    """A library watcher running on a thread; yields it and the notices it sent."""
-    notices: list[WatchNotice] = []
-    options.setdefault("settle", SETTLE)
-    failure: list[BaseException] = []
-    with Watcher(catalog, root, "d", notify=notices.append, workers=2, **options) as watcher:
-        watcher.catch_up()
-
-        def run() -> None:
-            try:
-                watcher.run()
-            except BaseException as exc:
-                failure.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        try:
-            yield watcher, notices
-        finally:
-            watcher.stop()
-            thread.join(timeout=30)
-    if failure:
-        raise failure[0]
-
-
-def _wait_settled(watcher: Watcher, notices: list[WatchNotice], timeout: float = 15) -> None:
-    """Until a snapshot began after every change heard (events arrive within moments)."""
-    time.sleep(0.2)
-
-    def settled() -> bool:
-        snaps = [n for n in notices if n.kind == "snapshot"]
-        return bool(snaps) and snaps[-1].events == watcher.events_heard
-
-    _wait_for(settled, timeout, "a snapshot after the last change")
-
-
-def _latest(catalog: Catalog) -> set[tuple]:
-    with catalog.read() as con:
-        return set(
-            con.execute(
-                "SELECT path, raw_path, kind, size, hash, status, codec, frames, broken"
-                " FROM api.files WHERE dataset = 'd'"
-                " AND version = (SELECT max(version) FROM versions WHERE dataset = 'd')"
-            ).fetchall()
-        )
-
-
-def _fresh(tmp_path: Path, root: Path) -> set[tuple]:
-    fresh = Catalog(tmp_path / f"fresh-{time.monotonic_ns()}.duckdb")
-    scan(fresh, root, "d")
-    return _latest(fresh)
-
-
-def _write_tree(root: Path, folders: int, per_folder: int, size: int = 2048) -> None:
-    for f in range(folders):
-        folder = root / f"f{f:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_folder):
-            (folder / f"{i:04d}.bin").write_bytes(os.urandom(size))
-
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
+from watch_fixtures import (
+    QUIET,
+    Lines,
+    fresh_files,
+    latest_files,
+    wait_for,
+    wait_settled,
+    watch_process,
+    watching,
+    write_tree,
+)
 
 # -- the library ------------------------------------------------------------
 
@@ -123,17 +60,17 @@ def test_bad_durations_are_refused(text):
 
 def test_folder_renamed_reuses_every_hash(tmp_path, catalog):
     root = tmp_path / "root"
-    _write_tree(root / "cam", folders=3, per_folder=40)
-    with _watching(catalog, root, snapshot_after=QUIET) as (watcher, notices):
+    write_tree(root / "cam", folders=3, per_folder=40)
+    with watching(catalog, root, snapshot_after=QUIET) as (watcher, notices):
         os.rename(root / "cam", root / "camera")
         os.rename(root / "camera" / "f01", root / "camera" / "f01-renamed")
-        _wait_settled(watcher, notices)
+        wait_settled(watcher, notices)
         assert watcher.stats.hashed_files == 0  # moved, not new: the cache knew them all
         assert watcher.stats.reused_files >= 120
         assert notices[-1].scan.hashed_files == 0
-    latest = _latest(catalog)
+    latest = latest_files(catalog)
     assert len(latest) == 120 and all(p[0].startswith("camera/") for p in latest)
-    assert latest == _fresh(tmp_path, root)
+    assert latest == fresh_files(tmp_path, root)
 
 
 def test_growing_file_is_never_hashed_half_written(tmp_path, catalog, monkeypatch):
@@ -150,16 +87,16 @@ def test_growing_file_is_never_hashed_half_written(tmp_path, catalog, monkeypatc
 
     monkeypatch.setattr(watch_work, "hash_file", recording)
     # A settle far above the gap between writes: a loaded machine must not make a pause.
-    with _watching(catalog, root, settle=1.0, snapshot_after=QUIET) as (watcher, notices):
+    with watching(catalog, root, settle=1.0, snapshot_after=QUIET) as (watcher, notices):
         with open(root / "growing.bin", "wb") as fh:
             for _ in range(25):  # 1.25 s of writes, 0.05 s apart
                 fh.write(os.urandom(8192))
                 fh.flush()
                 time.sleep(0.05)
                 assert not sizes, "hashed while still being written"
-        _wait_settled(watcher, notices)
+        wait_settled(watcher, notices)
     assert sizes == [25 * 8192]
-    assert _latest(catalog) == _fresh(tmp_path, root)
+    assert latest_files(catalog) == fresh_files(tmp_path, root)
 
 
 def test_files_deleted_or_replaced_while_hashed_are_dropped(tmp_path, catalog, monkeypatch):
@@ -177,33 +114,33 @@ def test_files_deleted_or_replaced_while_hashed_are_dropped(tmp_path, catalog, m
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(watch_work, "hash_file", hostile)
-    with _watching(catalog, root, snapshot_after=QUIET) as (watcher, notices):
+    with watching(catalog, root, snapshot_after=QUIET) as (watcher, notices):
         for name in ("victim.bin", "swapped.bin", "keeper.bin"):
             (root / name).write_bytes(os.urandom(4096))
-        _wait_settled(watcher, notices)
+        wait_settled(watcher, notices)
         assert watcher.stats.dropped_files == 2
         assert watcher.stats.hashed_files == 1
-    assert {row[0] for row in _latest(catalog)} == {"keeper.bin"}
-    assert _latest(catalog) == _fresh(tmp_path, root)
+    assert {row[0] for row in latest_files(catalog)} == {"keeper.bin"}
+    assert latest_files(catalog) == fresh_files(tmp_path, root)
 
 
 def test_odd_names_and_a_video_are_caught(tmp_path, catalog, sample_master):
     root = tmp_path / "root"
     root.mkdir()
     clip = sample_master / "cam1" / "clip_h264.mp4"
-    with _watching(catalog, root) as (watcher, _notices):  # no snapshots: cache and media only
+    with watching(catalog, root) as (watcher, _notices):  # no snapshots: cache and media only
         (root / "ünïcödé \u2013 日本.bin").write_bytes(b"u" * 100)
         (root / "new\nline.bin").write_bytes(b"n" * 100)
         fd = os.open(os.fsencode(root) + b"/bad\xff.bin", os.O_WRONLY | os.O_CREAT, 0o644)
         os.write(fd, b"b" * 100)
         os.close(fd)
         shutil.copyfile(clip, root / "clip\n.mp4")
-        _wait_for(lambda: watcher.stats.probed_files == 1, 10, "the clip to be probed")
+        wait_for(lambda: watcher.stats.probed_files == 1, 10, "the clip to be probed")
     # Stopped: every hash and the media row are in the catalog, so a scan reads nothing.
     again = scan(catalog, root, "d")
     assert (again.hashed_files, again.probed_files) == (0, 0)
-    latest = _latest(catalog)
-    assert latest == _fresh(tmp_path, root)
+    latest = latest_files(catalog)
+    assert latest == fresh_files(tmp_path, root)
     assert {row[0] for row in latest} == {
         "ünïcödé \u2013 日本.bin", "new\nline.bin", "bad\\xff.bin", "clip\n.mp4"
     }
@@ -214,20 +151,20 @@ def test_catalog_inside_the_folder_does_not_feed_back(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     inside = Catalog(root / "catalog.duckdb")
-    with _watching(inside, root, snapshot_after=0.2) as (watcher, notices):
+    with watching(inside, root, snapshot_after=0.2) as (watcher, notices):
         (root / "a.bin").write_bytes(b"a")
-        _wait_settled(watcher, notices)
+        wait_settled(watcher, notices)
         snapshots = watcher.stats.snapshots
         time.sleep(1.0)  # writing the catalog must not look like a change to the dataset
         assert watcher.stats.snapshots == snapshots
-    assert {row[0] for row in _latest(inside)} == {"a.bin"}
+    assert {row[0] for row in latest_files(inside)} == {"a.bin"}
 
 
 def test_one_watcher_per_dataset_and_a_vanished_root_ends_the_watch(tmp_path, catalog):
     root = tmp_path / "root"
     root.mkdir()
     with pytest.raises(SourceError, match="was deleted, renamed"), \
-            _watching(catalog, root):
+            watching(catalog, root):
         with pytest.raises(DatasetLockedError, match="already watched"), \
                 Watcher(catalog, root, "d"):
             pass
@@ -251,45 +188,6 @@ while True:
 """
 
 
-class _Lines:
-    """Reads a process's stdout lines on a thread, so the test never blocks on them."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            self.lines.append(line)
-
-    def finish(self, proc: subprocess.Popen, timeout: float = 30) -> str:
-        """Wait for the process to end (killed if it must) and for its last lines;
-        return its stderr."""
-        if proc.stderr.closed:
-            return ""
-        if proc.poll() is None and timeout == 0:
-            proc.kill()
-        proc.wait(timeout=timeout or 30)
-        self._thread.join(timeout=timeout or 30)
-        err = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
-        return err
-
-    def events(self, kind: str) -> list[dict]:
-        found = [json.loads(line) for line in list(self.lines) if line.startswith("{")]
-        return [e for e in found if e["event"] == kind]
-
-
-def _watch_process(catalog: Catalog, root: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sneakernet.cli", "--catalog", str(catalog.path), "watch",
-         str(root), "--dataset", "d", "--json", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
 def _write_slowly(paths: list[Path], chunks: int, gap: float) -> None:
     """Many files written at once, a chunk each in turn: all 'being written' for a while."""
     handles = [open(p, "wb") for p in paths]  # noqa: SIM115
@@ -306,45 +204,45 @@ def _write_slowly(paths: list[Path], chunks: int, gap: float) -> None:
 
 def test_cli_watch_survives_bursts_renames_and_deletes(tmp_path, catalog, cli, sample_master):
     root = tmp_path / "root"
-    _write_tree(root / "seed", folders=1, per_folder=50)
-    proc = _watch_process(catalog, root, "--settle", "0.5", "--snapshot-after", "1s")
-    out = _Lines(proc)
+    write_tree(root / "seed", folders=1, per_folder=50)
+    proc = watch_process(catalog, root, "--settle", "0.5", "--snapshot-after", "1s")
+    out = Lines(proc)
     prober = None
     try:
-        _wait_for(lambda: out.events("watching"), 60, "the watcher to start")
+        wait_for(lambda: out.events("watching"), 60, "the watcher to start")
         prober = subprocess.Popen([sys.executable, "-c", _STATS_PROBER, str(catalog.path)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        answers = _Lines(prober)
-        _wait_for(lambda: answers.lines, 30, "the first stats answer")
-        _write_tree(root / "a", folders=5, per_folder=100)  # burst 1: 500 files
+        answers = Lines(prober)
+        wait_for(lambda: answers.lines, 30, "the first stats answer")
+        write_tree(root / "a", folders=5, per_folder=100)  # burst 1: 500 files
         slow = [root / "b" / f"slow{i:02d}.bin" for i in range(20)]
         (root / "b").mkdir()
         writer = threading.Thread(target=_write_slowly, args=(slow, 8, 0.15))
         writer.start()  # 20 files being written for ~1.2 s, through the bursts below
-        _write_tree(root / "b", folders=4, per_folder=120)  # burst 2: 480 files
+        write_tree(root / "b", folders=4, per_folder=120)  # burst 2: 480 files
         time.sleep(0.3)
         os.rename(root / "a", root / "a-renamed")  # maybe while a/ is being hashed
-        _write_tree(root / "c", folders=5, per_folder=100)  # burst 3: 500 files
+        write_tree(root / "c", folders=5, per_folder=100)  # burst 3: 500 files
         for i in range(0, 100, 2):
             (root / "c" / "f01" / f"{i:04d}.bin").unlink()
         for i in range(30):  # rewritten in place, new content
             (root / "b" / "f00" / f"{i:04d}.bin").write_bytes(os.urandom(3000))
         writer.join()
         time.sleep(0.3)
-        _write_tree(root / "d", folders=5, per_folder=100)  # burst 4: 500 files
+        write_tree(root / "d", folders=5, per_folder=100)  # burst 4: 500 files
         for clip in ("cam1/clip_h264.mp4", "cam2/clip_vp9.webm", "broken/cut.mp4"):
             shutil.copyfile(sample_master / clip, root / "d" / Path(clip).name)
         shutil.rmtree(root / "c" / "f02")
         stats_now = cli("stats", "d", catalog=catalog, timeout=30)
         assert stats_now.returncode == 0, stats_now.stderr
-        want = _fresh(tmp_path, root)
+        want = fresh_files(tmp_path, root)
         assert len(want) == 50 + 2000 + 3 - 50 - 100
         reader = Catalog(catalog.path, timeout=30)
 
         def caught_up() -> bool:
-            return bool(out.events("snapshot")) and _latest(reader) == want
+            return bool(out.events("snapshot")) and latest_files(reader) == want
 
-        _wait_for(caught_up, 30, "the watched catalog to equal a fresh scan")
+        wait_for(caught_up, 30, "the watched catalog to equal a fresh scan")
         proc.send_signal(signal.SIGINT)
         err = out.finish(proc)
         assert proc.returncode == ExitStatus.INTERRUPTED, err
@@ -366,11 +264,11 @@ def test_cli_watch_survives_bursts_renames_and_deletes(tmp_path, catalog, cli, s
 def test_cli_sigterm_keeps_hashes_and_exits_0(tmp_path, catalog, cli):
     root = tmp_path / "root"
     root.mkdir()
-    proc = _watch_process(catalog, root, "--settle", "0.2")
-    out = _Lines(proc)
+    proc = watch_process(catalog, root, "--settle", "0.2")
+    out = Lines(proc)
     try:
-        _wait_for(lambda: out.events("watching"), 60, "the watcher to start")
-        _write_tree(root, folders=2, per_folder=25)
+        wait_for(lambda: out.events("watching"), 60, "the watcher to start")
+        write_tree(root, folders=2, per_folder=25)
         time.sleep(0.8)  # settled and hashed; maybe not yet flushed
         proc.send_signal(signal.SIGTERM)
         err = out.finish(proc)
