@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -81,21 +82,42 @@ def _json_line(notice) -> None:
 def _stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
     """SIGTERM and SIGINT ask the service to stop at the next safe point.
 
-    The handler only sets an event: the library notices it between files, so no
-    write is cut in half. A second Ctrl-C stops at once (the partial file is kept).
+    The library notices the event between files, so no write is cut in half. A second
+    Ctrl-C stops at once (the partial file is kept).
+
+    The handler takes no lock: it runs on the main thread, between any two bytecodes,
+    and the main thread holds `stop`'s lock for a moment inside every `stop.wait()`, so
+    a `stop.set()` there could wait for ever on its own thread (a SIGTERM then went
+    unheard). Nor may it start a thread (`Thread.start` takes threading's own locks,
+    which the main thread holds while it starts the copy and verify threads). It writes
+    a byte to a pipe, and a relay thread sets the event.
     """
     stop = threading.Event()
     received: list[int] = []
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def relay() -> None:
+        while os.read(read_end, 64):  # a byte per signal; b"" once write_end is closed
+            stop.set()
 
     def on_signal(signum: int, frame: object) -> None:
         if signum == signal.SIGINT and signal.SIGINT in received:
             raise KeyboardInterrupt
         received.append(signum)
-        stop.set()
+        with suppress(BlockingIOError):  # a full pipe already holds a wake-up
+            os.write(write_end, b"!")
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    relayer = threading.Thread(target=relay, name="sneakernet-signals", daemon=True)
+    relayer.start()
     try:
-        yield stop, received
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield stop, received
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        os.close(write_end)
+        relayer.join()  # every signal relayed: `stop` is set if one came
+        os.close(read_end)

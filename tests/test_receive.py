@@ -193,6 +193,35 @@ def _mid_ingest(site_b, drive: Path, name: str) -> Service:
     return service
 
 
+# The service's own SIGTERM handler, in a process of its own, noticing the signal while
+# the main thread holds the stop event's lock: Event.wait() holds it for a few bytecodes
+# on every call (the idle loop calls it five times a second), so a signal landing there
+# once left the service deaf to SIGTERM for good. Held open here, so it is not luck.
+_SIGNAL_INSIDE_WAIT = r"""
+import signal, threading
+from sneakernet.cli.receive_cmd import _stop_on_signals
+with _stop_on_signals() as (stop, received):
+    assert isinstance(stop._cond, threading.Condition)
+    with stop._cond:  # as inside stop.wait()
+        signal.raise_signal(signal.SIGTERM)
+        while not received:  # a backward jump: the handler runs here, the lock held
+            pass
+    assert stop.wait(10), "the stop event was never set"
+print("stopped", received)
+"""
+
+
+def test_sigterm_noticed_inside_stop_wait_still_stops_the_service():
+    try:
+        proc = subprocess.run([sys.executable, "-c", _SIGNAL_INSIDE_WAIT], capture_output=True,
+                              text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlocked: the SIGTERM handler waits for a lock its own thread holds "
+                    "(no exit within 15 s)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["stopped", f"[{int(signal.SIGTERM)}]"]
+
+
 def test_two_drives_arriving_at_different_times(site_a, two_drives, site_b):
     catalog, mounts, store = site_b
     service = Service(catalog, mounts, store)
