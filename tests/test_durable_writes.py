@@ -44,13 +44,11 @@ def syscalls(monkeypatch) -> list[tuple[str, object]]:
 def _durably_named(calls: list[tuple[str, object]], final: Path) -> bool:
     """The file was fsynced, then renamed to `final`, then `final`'s folder was fsynced."""
     file_ino, dir_ino = final.stat().st_ino, final.parent.stat().st_ino
-    order = [c for c in calls if c in (("fsync-file", file_ino), ("replace", file_ino),
-                                       ("fsync-dir", dir_ino))]
-    first = {call: order.index(call) for call in reversed(order)}
-    return (("fsync-file", file_ino) in first and ("replace", file_ino) in first
-            and first[("fsync-file", file_ino)] < first[("replace", file_ino)]
-            and any(c == ("fsync-dir", dir_ino) and i > first[("replace", file_ino)]
-                    for i, c in enumerate(order)))
+    synced, renamed = ("fsync-file", file_ino), ("replace", file_ino)
+    if synced not in calls or renamed not in calls:
+        return False
+    after_rename = calls[calls.index(renamed) + 1 :]
+    return calls.index(synced) < calls.index(renamed) and ("fsync-dir", dir_ino) in after_rename
 
 
 def test_a_drive_manifest_is_named_durably(tmp_path, syscalls):
