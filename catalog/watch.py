@@ -174,8 +174,8 @@ class Watcher:
         self._lock.release()
 
     def stop(self) -> None:
-        """Ask `catch_up` or `run` to return soon. Safe from any thread (not a signal handler:
-        call it from a thread the handler starts)."""
+        """Ask `catch_up` or `run` to return soon. Safe from any thread, not from a signal handler
+        (cli/signals.py relays signals to a thread that calls it)."""
         self._stop.set()
         self._dirty.wake.set()
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json as jsonlib
-import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +15,7 @@ from sneakernet.cli.app import State
 from sneakernet.cli.catalog_cmds import JsonOpt
 from sneakernet.cli.exits import ExitStatus
 from sneakernet.cli.render import safe_text
+from sneakernet.cli.signals import stop_on_signals
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +50,8 @@ def receive_cmd(
     from sneakernet.transfer.receive import receive
 
     printer = _json_line if json else _text_line
-    with _stop_on_signals() as (stop, received):
+    stop = threading.Event()
+    with stop_on_signals(stop.set) as received:
         result = receive(
             State.catalog(), mounts, store, stop=stop, poll=poll, once=once, settle=settle,
             log=printer,
@@ -76,48 +75,3 @@ def _text_line(notice) -> None:
 def _json_line(notice) -> None:
     sys.stdout.write(jsonlib.dumps(notice.to_dict(), default=str, ensure_ascii=True) + "\n")
     sys.stdout.flush()
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
-    """SIGTERM and SIGINT ask the service to stop at the next safe point.
-
-    The library notices the event between files, so no write is cut in half. A second
-    Ctrl-C stops at once (the partial file is kept).
-
-    The handler takes no lock: it runs on the main thread, between any two bytecodes,
-    and the main thread holds `stop`'s lock for a moment inside every `stop.wait()`, so
-    a `stop.set()` there could wait for ever on its own thread (a SIGTERM then went
-    unheard). Nor may it start a thread (`Thread.start` takes threading's own locks,
-    which the main thread holds while it starts the copy and verify threads). It writes
-    a byte to a pipe, and a relay thread sets the event.
-    """
-    stop = threading.Event()
-    received: list[int] = []
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-
-    def relay() -> None:
-        while os.read(read_end, 64):  # a byte per signal; b"" once write_end is closed
-            stop.set()
-
-    def on_signal(signum: int, frame: object) -> None:
-        if signum == signal.SIGINT and signal.SIGINT in received:
-            raise KeyboardInterrupt
-        received.append(signum)
-        with suppress(BlockingIOError):  # a full pipe already holds a wake-up
-            os.write(write_end, b"!")
-
-    relayer = threading.Thread(target=relay, name="sneakernet-signals", daemon=True)
-    relayer.start()
-    try:
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield stop, received
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    finally:
-        os.close(write_end)
-        relayer.join()  # every signal relayed: `stop` is set if one came
-        os.close(read_end)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json as jsonlib
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +15,7 @@ from sneakernet.cli import render
 from sneakernet.cli.app import State
 from sneakernet.cli.exits import ExitStatus
 from sneakernet.cli.render import human_bytes, out, safe_text
+from sneakernet.cli.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from sneakernet.catalog.scan import ScanResult
@@ -64,7 +62,7 @@ def watch_cmd(
     show = _Printer(json)
     watcher = Watcher(State.catalog(), path, dataset, settle=still, snapshot_after=quiet,
                       workers=threads, notify=show.notice)
-    with _stop_on_signals(watcher) as received, watcher:
+    with stop_on_signals(watcher.stop) as received, watcher:
         if catch_up:
             with render.progress_bar(sys.stderr.isatty() and not json) as progress:
                 watcher.catch_up(progress)
@@ -74,30 +72,6 @@ def watch_cmd(
     show.stopped(watcher)
     if received and received[-1] == signal.SIGINT:
         raise typer.Exit(ExitStatus.INTERRUPTED)
-
-
-@contextmanager
-def _stop_on_signals(watcher: Watcher) -> Iterator[list[int]]:
-    """SIGINT and SIGTERM ask the watcher to stop; the signals received are listed.
-
-    The handler only starts a thread: setting an Event inside a signal handler can
-    deadlock if the main thread was interrupted holding that Event's lock. A second
-    Ctrl-C stops at once (a watcher waiting on a busy catalog, say).
-    """
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        if signum == signal.SIGINT and signal.SIGINT in received:
-            raise KeyboardInterrupt
-        received.append(signum)
-        threading.Thread(target=watcher.stop, daemon=True).start()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class _Printer:

@@ -199,8 +199,9 @@ def _mid_ingest(site_b, drive: Path, name: str) -> Service:
 # once left the service deaf to SIGTERM for good. Held open here, so it is not luck.
 _SIGNAL_INSIDE_WAIT = r"""
 import signal, threading
-from sneakernet.cli.receive_cmd import _stop_on_signals
-with _stop_on_signals() as (stop, received):
+from sneakernet.cli.signals import stop_on_signals
+stop = threading.Event()  # as receive_cmd gives the service
+with stop_on_signals(stop.set) as received:
     assert isinstance(stop._cond, threading.Condition)
     with stop._cond:  # as inside stop.wait()
         signal.raise_signal(signal.SIGTERM)
