@@ -106,7 +106,10 @@ class HashPass:
 
     The main thread does as little Python per file as it can: the GIL is shared,
     and every microsecond it holds it is one the readers wait for. Columns stay
-    Arrow; only the rows that were read are touched one by one.
+    Arrow; only the rows that were read are touched one by one. `serial_small`
+    is False on a file server (fstype.ReadProfile.remote): there a small file's
+    open and reads wait on the network, not the CPU, so every thread reads its
+    own chunk and no helper process is started.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class HashPass:
         root: Path,
         *,
         workers: int,
+        serial_small: bool = True,
         files_total: int,
         bytes_total: int,
         progress: ProgressFn | None,
@@ -122,6 +126,7 @@ class HashPass:
         self.catalog = catalog
         self.root = os.fsdecode(root).rstrip("/") or "/"
         self.workers = workers
+        self.serial_small = serial_small
         self.files_total = files_total
         self.bytes_total = bytes_total
         self.progress = progress
@@ -134,7 +139,7 @@ class HashPass:
         self._local = threading.local()
         self._small_files = threading.Lock()
         self._small_seen = 0  # small files handed to the workers so far
-        self._helpers = HelperPool(most=workers - 1)
+        self._helpers = HelperPool(most=workers - 1 if serial_small else 0)
 
     def run(self, plan_file: Path, entries_file: Path) -> HashStats:
         pending: deque[tuple[pa.RecordBatch, list[Future]]] = deque()
@@ -218,7 +223,7 @@ class HashPass:
     def _submit_chunk(
         self, pool: ThreadPoolExecutor, chunk: list[_Task], chunk_bytes: int
     ) -> Future:
-        small = chunk_bytes < SERIAL_MEAN_BYTES * len(chunk)
+        small = self.serial_small and chunk_bytes < SERIAL_MEAN_BYTES * len(chunk)
         if small:
             self._small_seen += len(chunk)
         return pool.submit(self._hash_chunk, chunk, small)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from sneakernet.catalog import hashcache, hashpass, probepass, rescan, session
+from sneakernet.catalog import fstype, hashcache, hashpass, probepass, rescan, session
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError
 from sneakernet.catalog.hashing import FileHash
@@ -45,6 +45,7 @@ class ScanResult:
     probed_files: int = 0
     seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    reading: dict = field(default_factory=dict)  # the ReadProfile: file system, threads
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -74,17 +75,22 @@ def scan(
     rehash: bool = False,
     workers: int | None = None,
     progress: ProgressFn | None = None,
+    reading: fstype.ReadProfile | None = None,
 ) -> ScanResult:
-    """Scan `root` as `dataset`; record a version if anything changed."""
+    """Scan `root` as `dataset`; record a version if anything changed.
+
+    `reading` says how to read `root` (threads, serial small files); by default it
+    follows `root`'s file system (fstype.read_profile).
+    """
     check_dataset_name(dataset)
     if label is not None:
         check_label(label)  # a malformed label is refused before the catalog is touched
     root = check_root(Path(root))
-    workers = workers or default_workers()
+    profile = reading or fstype.read_profile(root, default_workers(), workers)
     with session.write(catalog) as con:  # a bad catalog or label fails now, not after the walk
         check_label_free(con, dataset, label)
     started = time.monotonic()
-    result = ScanResult(dataset, os.fsdecode(root), None, None)
+    result = ScanResult(dataset, os.fsdecode(root), None, None, reading=profile.to_dict())
     _remove_stale_work_folders()
     with (
         _dataset_lock(catalog, dataset),
@@ -92,7 +98,7 @@ def scan(
     ):
         work = Path(tmp)
         with _timed(result, "walk"):
-            walked = _walk(catalog, root, work / "walk.parquet", progress)
+            walked = _walk(catalog, root, work / "walk.parquet", progress, profile.walk_workers)
         result.files, result.symlinks, result.bytes = walked.files, walked.symlinks, walked.bytes
         result.problems.extend(walked.problems)
         with _timed(result, "plan"), session.write(catalog) as con:
@@ -109,7 +115,8 @@ def scan(
         hashing = hashpass.HashPass(
             catalog,
             root,
-            workers=workers,
+            workers=profile.read_workers,
+            serial_small=not profile.remote,
             files_total=walked.files,
             bytes_total=walked.bytes,
             progress=progress,
@@ -145,7 +152,8 @@ def scan(
         if committed is None:
             with _timed(result, "probe"):
                 result.probed_files = probepass.probe_all(
-                    catalog, root, todo, total=to_probe, workers=workers, progress=progress
+                    catalog, root, todo, total=to_probe, workers=workers or default_workers(),
+                    progress=progress,
                 )
             with _timed(result, "commit"), session.write(catalog) as con:
                 committed = commit(con)
@@ -186,14 +194,16 @@ def check_root(root: Path, verb: str = "scan") -> Path:
     return resolved
 
 
-def _walk(catalog: Catalog, root: Path, out: Path, progress: ProgressFn | None) -> WalkResult:
+def _walk(
+    catalog: Catalog, root: Path, out: Path, progress: ProgressFn | None, workers: int
+) -> WalkResult:
     exclude = [catalog.path, Path(f"{catalog.path}.wal")]
     exclude += catalog.path.parent.glob(f"{catalog.path.name}.scan-*.lock")
 
     def on_batch(walked: WalkResult) -> None:
         report(progress, ProgressEvent("walk", walked.files, None, walked.bytes, None))
 
-    result = walk_to_parquet(root, out, exclude=exclude, on_batch=on_batch)
+    result = walk_to_parquet(root, out, exclude=exclude, on_batch=on_batch, workers=workers)
     on_batch(result)
     return result
 

@@ -22,10 +22,10 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sneakernet.catalog.fstype import LOCAL_WALK_WORKERS
+
 BATCH_ROWS = 16384
-# One reader thread: a second measured no faster and took ~1.9x the CPU (each lstat drops
-# and takes the GIL, and the Python around it is most of an entry's cost).
-WALK_WORKERS = 1
+WALK_WORKERS = LOCAL_WALK_WORKERS  # see fstype: more only where each stat waits on a server
 CHUNK_ENTRIES = 4096  # a folder of a million files is read a chunk at a time
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -71,6 +71,10 @@ def _print_scan(result: ScanResult) -> None:
         f"probed {result.probed_files:,} videos in {result.seconds:.1f} s "
         f"({render.human_rate(result.hashed_bytes, secs)})"
     )
+    if result.reading.get("remote"):
+        r = result.reading
+        out.print(f"  read as a file server ({safe_text(r['filesystem'])}): "
+                  f"{r['walk_workers']} walk threads, {r['read_workers']} readers", markup=False)
     if result.problems:
         out.print(f"  {len(result.problems)} problem(s):")
         for p in result.problems:

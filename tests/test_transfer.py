@@ -280,7 +280,7 @@ def test_verify_on_a_memory_file_system_reads_on_two_threads(drives, packed):
     import shutil
     import tempfile
 
-    from sneakernet.transfer.fsio import filesystem_type
+    from sneakernet.catalog.fstype import filesystem_type
     from sneakernet.transfer.verify import _Checker
 
     if not Path("/dev/shm").is_dir() or filesystem_type(Path("/dev/shm")) != "tmpfs":

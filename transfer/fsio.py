@@ -198,20 +198,3 @@ def free_bytes(path: Path) -> int:
     return info.f_bavail * info.f_frsize
 
 
-def filesystem_type(path: Path) -> str:
-    """The type of the file system holding `path` (ext4, exfat, vfat, ntfs3, ...), from mounts."""
-    target = os.path.realpath(path)
-    best, best_type = "", "unknown"
-    try:
-        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mount_point = fields[1].replace("\\040", " ")
-                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best):
-                    best, best_type = mount_point, fields[2]
-    except OSError:
-        return "unknown"
-    return best_type

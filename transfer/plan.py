@@ -19,11 +19,12 @@ import pyarrow as pa
 
 from sneakernet.catalog.db import Catalog, sql_path
 from sneakernet.catalog.errors import SourceError, UsageError
+from sneakernet.catalog.fstype import filesystem_type
 from sneakernet.catalog.refs import VersionRef, parse_ref, resolve
 from sneakernet.transfer import fsnames
 from sneakernet.transfer.charts import human_bytes
 from sneakernet.transfer.errors import NoSpaceError
-from sneakernet.transfer.fsio import filesystem_type, free_bytes
+from sneakernet.transfer.fsio import free_bytes
 
 MAX_LISTED_PROBLEMS = 200
 RESERVE_FIXED = 64 << 10  # metadata on every drive: a fixed part ...

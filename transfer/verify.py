@@ -21,13 +21,14 @@ import duckdb
 import xxhash
 
 from sneakernet.catalog.db import sql_path
+from sneakernet.catalog.fstype import filesystem_type
 from sneakernet.catalog.hashing import aligned_buffer
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.walk import walk_to_parquet
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.errors import DriveError
-from sneakernet.transfer.fsio import FolderCache, filesystem_type
+from sneakernet.transfer.fsio import FolderCache
 from sneakernet.transfer.packdrive import FileProblem as Finding
 
 OUTCOMES = ("ok", "missing", "corrupt", "extra", "unreadable")
