@@ -73,31 +73,60 @@ class _Scan:
     error: str | None = None
 
 
-def probe(path: str | bytes | os.PathLike) -> MediaInfo:
+class NotTheHashedFile(Exception):
+    """The file is not (or no longer) the bytes that were hashed: its probe says nothing
+    about that content, so nothing may be stored under that content's hash."""
+
+
+# size, mtime_ns, inode, device: what the scan's "unchanged" rule compares
+Identity = tuple[int, int, int, int]
+
+
+def probe(path: str | bytes | os.PathLike, expect: Identity | None = None) -> MediaInfo:
     """Describe the video file at `path`. Never raises for bad media: see `MediaInfo.ok`.
 
     `path` must be a regular file itself: a symlink is not followed, and a FIFO or
     device (swapped in after the file was hashed) is refused without waiting on it.
+
+    `expect` is the identity the file had when it was hashed. With it, a file that
+    cannot be opened, or does not have that identity both before and after it is
+    read, raises NotTheHashedFile: that is a race with a writer, not a fact about
+    the hashed content, which the catalog would otherwise keep under its hash.
     """
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
+        if expect is not None:
+            raise NotTheHashedFile(f"cannot open: {_message(exc)}") from exc
         return MediaInfo(ok=False, error=f"cannot open: {_message(exc)}")
     try:
         st = os.fstat(fd)
-        size = st.st_size
+        if expect is not None and _identity(st) != expect:
+            raise NotTheHashedFile("changed since it was hashed")
         if not stat.S_ISREG(st.st_mode):
             return MediaInfo(ok=False, error="cannot open: not a regular file")
-        # PyAV os.fsencode()s the name back, so an undecodable (surrogate-escaped) name
-        # survives; "file:" keeps names like "10:30.mp4" or "concat:x" from being URLs.
-        with av.open("file:" + _same_file(fd, path), metadata_errors="ignore") as container:
-            info = _probe_container(container, size)
-        with open(fd, "rb", buffering=0, closefd=False) as fh:
-            declared, rotation = _layout(fh, size)
-    except _MEDIA_ERRORS as exc:
-        return MediaInfo(ok=False, error=f"cannot open: {_message(exc)}")
+        try:
+            info = _probe_file(fd, path, st.st_size)
+        except _MEDIA_ERRORS as exc:
+            info = MediaInfo(ok=False, error=f"cannot open: {_message(exc)}")
+        if expect is not None and _identity(os.fstat(fd)) != expect:
+            raise NotTheHashedFile("changed while its video metadata was read")
+        return info
     finally:
         os.close(fd)
+
+
+def _identity(st: os.stat_result) -> Identity:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def _probe_file(fd: int, path: str | bytes | os.PathLike, size: int) -> MediaInfo:
+    # PyAV os.fsencode()s the name back, so an undecodable (surrogate-escaped) name
+    # survives; "file:" keeps names like "10:30.mp4" or "concat:x" from being URLs.
+    with av.open("file:" + _same_file(fd, path), metadata_errors="ignore") as container:
+        info = _probe_container(container, size)
+    with open(fd, "rb", buffering=0, closefd=False) as fh:
+        declared, rotation = _layout(fh, size)
     if rotation is not None:
         info = dataclasses.replace(info, rotation=rotation)
     if info.ok and declared is not None and declared > size:

@@ -56,13 +56,14 @@ MEDIA_SCHEMA = pa.schema(
 
 def list_unprobed(con: duckdb.DuckDBPyConnection, entries_file: Path, todo_file: Path) -> int:
     """Write one path per video content hash lacking current media metadata."""
+    # One whole row per hash (DISTINCT ON): the path and the identity it was hashed with
+    # must be the same file's.
     con.execute(
-        "COPY (SELECT hash, any_value(path) AS path, any_value(raw_path) AS raw_path,"
-        " any_value(size) AS size"
+        "COPY (SELECT DISTINCT ON (hash) hash, path, raw_path, size, mtime_ns, inode, device"
         f" FROM read_parquet({sql_path(entries_file)}) e"
         " WHERE e.kind = 'file' AND e.status = 'ok' AND e.is_video"
         " AND NOT EXISTS (SELECT 1 FROM media m WHERE m.hash = e.hash"
-        f" AND m.probe_version = {PROBE_VERSION}) GROUP BY hash)"
+        f" AND m.probe_version = {PROBE_VERSION}) ORDER BY hash, path)"
         f" TO {sql_path(todo_file)} (FORMAT parquet)"
     )
     return pq.ParquetFile(todo_file).metadata.num_rows
@@ -76,25 +77,46 @@ def probe_all(
     total: int,
     workers: int,
     progress: ProgressFn | None,
-) -> int:
-    """Probe every file listed in `todo_file`; store results in short transactions."""
+) -> tuple[int, list[Problem]]:
+    """Probe every file listed in `todo_file`; store results in short transactions.
+
+    Returns the files probed and the problems: files that changed between their
+    hashing and their probe, whose content gets no media row (the next scan reads
+    them again).
+    """
     # PyAV and its codecs take ~0.1 s to load: a scan with no new video never pays it.
-    from sneakernet.catalog.probe import probe
+    from sneakernet.catalog import probe as prober
+
+    def probe_one(task: tuple[bytes, prober.Identity]) -> MediaInfo | str:
+        try:
+            return prober.probe(*task)
+        except prober.NotTheHashedFile as exc:
+            return str(exc)
 
     base = os.fsencode(root).rstrip(b"/")
     done = 0
     pending: list[tuple[str, MediaInfo]] = []
+    problems: list[Problem] = []
     flushed = time.monotonic()
     with ThreadPoolExecutor(workers, thread_name_prefix="sneakernet-probe") as pool:
         try:
             for batch in pq.ParquetFile(todo_file).iter_batches(batch_size=256):
                 cols = batch.to_pydict()
-                paths = [
-                    base + b"/" + (raw if raw is not None else path.encode("utf-8"))
-                    for path, raw in zip(cols["path"], cols["raw_path"], strict=True)
+                identities = zip(cols["size"], cols["mtime_ns"], cols["inode"], cols["device"],
+                                 strict=True)
+                tasks = [
+                    (base + b"/" + (raw if raw is not None else path.encode("utf-8")), identity)
+                    for path, raw, identity in zip(
+                        cols["path"], cols["raw_path"], identities, strict=True)
                 ]
-                for digest, info in zip(cols["hash"], pool.map(probe, paths), strict=True):
-                    pending.append((digest, info))
+                for path, digest, info in zip(
+                    cols["path"], cols["hash"], pool.map(probe_one, tasks), strict=True
+                ):
+                    if isinstance(info, str):
+                        problems.append(Problem(path, "changing", f"{info}; video metadata "
+                                                "not recorded, the next scan reads it again"))
+                    else:
+                        pending.append((digest, info))
                     done += 1
                     report(progress, ProgressEvent("probe", done, total))
                 if time.monotonic() - flushed > FLUSH_SECONDS:
@@ -102,7 +124,7 @@ def probe_all(
                     pending, flushed = [], time.monotonic()
         finally:
             store_media(catalog, pending)
-    return done
+    return done, problems
 
 
 def store_media(catalog: Catalog, rows: list[tuple[str, MediaInfo]]) -> None:

@@ -151,10 +151,11 @@ def scan(
             raise
         if committed is None:
             with _timed(result, "probe"):
-                result.probed_files = probepass.probe_all(
+                result.probed_files, raced = probepass.probe_all(
                     catalog, root, todo, total=to_probe, workers=workers or default_workers(),
                     progress=progress,
                 )
+            result.problems.extend(raced)
             with _timed(result, "commit"), session.write(catalog) as con:
                 committed = commit(con)
     result.version, result.previous = committed.version, committed.previous

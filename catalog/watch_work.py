@@ -24,7 +24,7 @@ from sneakernet.catalog.hashing import (
     hash_file,
 )
 from sneakernet.catalog.media import PROBE_VERSION, MediaInfo
-from sneakernet.catalog.probe import probe
+from sneakernet.catalog.probe import NotTheHashedFile, probe
 
 
 class Sig(NamedTuple):
@@ -99,12 +99,9 @@ def hash_settled(path: str, sig: Sig, stopping: threading.Event, *, buffer: memo
 def probe_unchanged(path: str, found: FileHash, *, buffer: memoryview) -> Probed:
     """Probe a video, keeping the answer only if the file is still the bytes hashed."""
     del buffer  # PyAV reads with its own buffers
-    info = probe(path)
     try:
-        after = sig_of(os.stat(path, follow_symlinks=False))
-    except OSError:
-        return Probed(found.hash, None)
-    if after != Sig(found.device, found.inode, found.size, found.mtime_ns):
+        info = probe(path, (found.size, found.mtime_ns, found.inode, found.device))
+    except NotTheHashedFile:  # gone, swapped or written: nothing learnt about found.hash
         return Probed(found.hash, None)
     return Probed(found.hash, info)
 

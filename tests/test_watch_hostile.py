@@ -43,13 +43,13 @@ def test_video_swapped_for_a_fifo_before_its_probe_does_not_stall_the_watcher(
     os.mkfifo(fifo)
     real = watch_work.probe
 
-    def swapping(path):
+    def swapping(path, *identity):
         os.unlink(path)
         if swap == "fifo":
             os.mkfifo(path)
         else:
             os.symlink(fifo, path)
-        return real(path)
+        return real(path, *identity)
 
     monkeypatch.setattr(watch_work, "probe", swapping)
     try:
