@@ -22,7 +22,7 @@ import duckdb
 
 from sneakernet.catalog import hashcache, hashpass, probepass, rescan, session
 from sneakernet.catalog.db import Catalog
-from sneakernet.catalog.errors import SneakernetError, SourceError
+from sneakernet.catalog.errors import SneakernetError, SourceError, UsageError
 from sneakernet.catalog.hashing import FileHash
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name, check_label
@@ -79,6 +79,8 @@ def scan(
     check_dataset_name(dataset)
     if label is not None:
         check_label(label)  # a malformed label is refused before the catalog is touched
+    if workers is not None and workers < 0:  # ThreadPoolExecutor's ValueError was a "bug"
+        raise UsageError(f"cannot read with {workers} threads", hint="give --threads 1 or more")
     root = check_root(Path(root))
     workers = workers or default_workers()
     with session.write(catalog) as con:  # a bad catalog or label fails now, not after the walk

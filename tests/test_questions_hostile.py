@@ -85,3 +85,9 @@ def test_refs_with_odd_digits_are_refused_as_usage_errors(ref: str):
 def test_the_largest_version_number_still_parses():
     assert parse_ref(f"small@{MAX_VERSION}").version == MAX_VERSION
     assert parse_ref("small@007").version == 7
+
+
+def test_negative_thread_count_is_a_usage_error(small, tmp_path: Path):
+    catalog, root = small
+    with pytest.raises(UsageError, match="threads"):
+        scan(catalog, root, "small", rehash=True, workers=-1)
