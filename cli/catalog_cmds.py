@@ -232,4 +232,4 @@ def export_cmd(
     if json:
         print_json({"ref": ref, "path": str(target), "rows": count})
     else:
-        out.print(f"wrote {count:,} rows to {target}")
+        out.print(f"wrote {count:,} rows to {safe_text(str(target))}", markup=False)

@@ -8,6 +8,7 @@ behaviour is the CLI's (exit status, one clear error line, what reaches the term
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,40 @@ def test_negative_thread_count_is_a_usage_error(small, tmp_path: Path):
     catalog, root = small
     with pytest.raises(UsageError, match="threads"):
         scan(catalog, root, "small", rehash=True, workers=-1)
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def test_tables_show_markup_in_names_as_text(tmp_path: Path):
+    """Rich read table cells as markup: `[red]` vanished, `[/]` crashed the command."""
+    root = tmp_path / "x[" / "]y"  # the scanned folder's path holds `[/]`
+    root.mkdir(parents=True)
+    (root / "clip.[red]").write_text("red\n")
+    cat = tmp_path / "cat.duckdb"
+    scan(Catalog(cat), root, "m")
+    by_ext, query, versions = run_cli_many(
+        ["--catalog", cat, "stats", "m", "--by", "ext"],
+        ["--catalog", cat, "query", 'SELECT path, 1 AS "[/]" FROM files'],
+        ["--catalog", cat, "versions", "m"],
+    )
+    assert by_ext.returncode == EXIT_OK and "[red]" in by_ext.stdout, by_ext.stderr
+    assert query.returncode == EXIT_OK, query.stderr
+    assert "clip.[red]" in query.stdout and "[/]" in query.stdout
+    assert versions.returncode == EXIT_OK, versions.stderr
+    assert f"{tmp_path}/x[/]y" in versions.stdout.replace("\n", "").replace(" ", "")
+
+
+def test_query_json_is_strict_json_whatever_the_values(tmp_path: Path):
+    """NaN and infinity came out as bare NaN/Infinity (refused by every JSON parser but
+    Python's); a MAP keyed by a date crashed the command."""
+    proc = run_cli("--catalog", tmp_path / "cat.duckdb", "query", "--json",
+                   "SELECT 'nan'::DOUBLE AS a, ['-inf'::DOUBLE, 1.5] AS b,"
+                   " MAP(['2024-01-02'::DATE], [3]) AS m, 'inf'::DOUBLE AS c")
+    assert proc.returncode == EXIT_OK, proc.stderr
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    (row,) = json.loads(proc.stdout, parse_constant=refuse)["rows"]
+    assert row == {"a": None, "b": [None, 1.5], "m": {"2024-01-02": 3}, "c": None}
