@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.diff import diff
 from sneakernet.catalog.errors import UsageError
 from sneakernet.catalog.refs import parse_ref
 from sneakernet.catalog.scan import scan
@@ -129,3 +130,23 @@ def test_query_json_is_strict_json_whatever_the_values(tmp_path: Path):
 
     (row,) = json.loads(proc.stdout, parse_constant=refuse)["rows"]
     assert row == {"a": None, "b": [None, 1.5], "m": {"2024-01-02": 3}, "c": None}
+
+
+# --------------------------------------------------------------------------- diff
+
+
+def test_diff_tells_apart_names_that_share_a_readable_form(tmp_path: Path):
+    """`a\\xff` as text and `a` + byte 0xff are both shown as `a\\xff`: when one moved and
+    the other was deleted, the deletion went missing from the diff."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    with open(os.fsencode(root) + b"/a\xff", "wb") as raw:
+        raw.write(b"raw name")
+    (root / "a\\xff").write_bytes(b"text name")
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    scan(catalog, root, "d")
+    os.rename(os.fsencode(root) + b"/a\xff", os.fsencode(root) + b"/moved")
+    (root / "a\\xff").unlink()
+    scan(catalog, root, "d")
+    changes = sorted((c.change, c.path, c.old_path) for c in diff(catalog, "d@1", "d@2").changes)
+    assert changes == [("moved", "moved", "a\\xff"), ("removed", "a\\xff", None)]
