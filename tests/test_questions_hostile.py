@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from sneakernet.catalog import listing
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.diff import diff
-from sneakernet.catalog.errors import UsageError
+from sneakernet.catalog.errors import SourceError, UsageError
 from sneakernet.catalog.refs import parse_ref
 from sneakernet.catalog.scan import scan
 
@@ -150,3 +153,51 @@ def test_diff_tells_apart_names_that_share_a_readable_form(tmp_path: Path):
     scan(catalog, root, "d")
     changes = sorted((c.change, c.path, c.old_path) for c in diff(catalog, "d@1", "d@2").changes)
     assert changes == [("moved", "moved", "a\\xff"), ("removed", "a\\xff", None)]
+
+
+# --------------------------------------------------------------------------- find
+
+
+def test_find_on_a_file_that_changes_while_read_is_a_clear_error(small):
+    """A /proc file says size 0 and holds bytes: it reads as changing, which was a bug."""
+    catalog, _root = small
+    if not Path("/proc/self/status").exists():
+        pytest.skip("no /proc here")
+    with pytest.raises(SourceError, match="changed while it was read"):
+        listing.find(catalog, "/proc/self/status")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_into_a_missing_folder_is_a_clear_error(small, tmp_path: Path):
+    catalog, _root = small
+    with pytest.raises(SourceError, match="folder does not exist"):
+        listing.export(catalog, "small", tmp_path / "nowhere" / "out.parquet")
+
+
+def test_export_onto_the_catalog_is_refused_and_keeps_it(small):
+    catalog, _root = small
+    before = catalog.path.read_bytes()
+    with pytest.raises(SourceError, match="the catalog itself"):
+        listing.export(catalog, "small", catalog.path)
+    assert catalog.path.read_bytes() == before
+
+
+def _file_size_limit() -> None:
+    """Writes past 1 KiB (less than any Parquet export) fail with EFBIG, as a full disk
+    fails them with ENOSPC."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 10, 1 << 10))
+
+
+def test_export_that_cannot_be_written_keeps_the_old_file(small, tmp_path: Path):
+    catalog, _root = small
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "small.parquet").write_bytes(b"the export of last week")
+    proc = run_cli("--catalog", catalog.path, "export", "small", out / "small.parquet",
+                   preexec_fn=_file_size_limit)
+    assert "cannot write the export" in one_error_line(proc, EXIT_SOURCE)
+    assert (out / "small.parquet").read_bytes() == b"the export of last week"
+    assert [p.name for p in out.iterdir()] == ["small.parquet"]  # no temp file left
