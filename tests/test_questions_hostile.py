@@ -21,7 +21,7 @@ import pytest
 from sneakernet.catalog import listing
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.diff import diff
-from sneakernet.catalog.errors import SourceError, UsageError
+from sneakernet.catalog.errors import CatalogFormatError, SourceError, UsageError
 from sneakernet.catalog.refs import parse_ref
 from sneakernet.catalog.scan import scan
 
@@ -201,3 +201,20 @@ def test_export_that_cannot_be_written_keeps_the_old_file(small, tmp_path: Path)
     assert "cannot write the export" in one_error_line(proc, EXIT_SOURCE)
     assert (out / "small.parquet").read_bytes() == b"the export of last week"
     assert [p.name for p in out.iterdir()] == ["small.parquet"]  # no temp file left
+
+
+# --------------------------------------------------------------------------- catalog file
+
+
+def test_catalog_under_a_file_is_unusable_not_a_bug(tmp_path: Path):
+    (tmp_path / "plain").write_text("not a folder")
+    with pytest.raises(CatalogFormatError, match="cannot create the catalog"):
+        listing.find(Catalog(tmp_path / "plain" / "cat.duckdb"), "0" * 32)
+
+
+def test_catalog_path_that_is_not_utf8_is_refused_clearly(tmp_path: Path):
+    """DuckDB takes paths as UTF-8: it failed with `RuntimeError: std::bad_cast`."""
+    path = os.fsdecode(os.fsencode(tmp_path) + b"/cat\xff.duckdb")
+    proc = run_cli("--catalog", path, "datasets")
+    assert "not valid UTF-8" in one_error_line(proc, EXIT_CATALOG)
+    assert os.listdir(tmp_path) == []
