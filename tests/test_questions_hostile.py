@@ -135,6 +135,39 @@ def test_query_json_is_strict_json_whatever_the_values(tmp_path: Path):
     assert row == {"a": None, "b": [None, 1.5], "m": {"2024-01-02": 3}, "c": None}
 
 
+# The CLI, reporting its peak resident memory on stderr at exit. VmHWM, not getrusage's
+# ru_maxrss: Linux carries that one over from the parent (here pytest) through fork and exec.
+_PEAK_RSS = (
+    "import atexit, re, sys\n"
+    "atexit.register(lambda: print('peak_kib', re.search(r'VmHWM:\\s*(\\d+)',"
+    " open('/proc/self/status').read())[1], file=sys.stderr))\n"
+    "from sneakernet.cli.app import main\n"
+    "main()\n"
+)
+
+
+def test_ls_json_streams_rows_in_flat_memory(tmp_path: Path):
+    """`ls --json` built the whole list and its text before writing: +143 MB for these
+    50,000 rows (a million-file dataset: gigabytes); the table output streams."""
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    rows = 50_000
+    with catalog.write() as con:  # a big version without a big tree: rows as scan writes them
+        con.execute("INSERT INTO datasets VALUES ('big', now())")
+        con.execute("INSERT INTO versions VALUES ('big', 1, NULL, now(), 'scan', '/big', 'h',"
+                    f" {rows}, 0, 0, 0, NULL, NULL)")
+        con.execute("INSERT INTO entries SELECT 'big', 1, 'cam/clip-' || i || '.bin', NULL,"
+                    " 'file', i, i * 1000, 33188, i, 1, md5(i::VARCHAR), NULL, false, 'ok', NULL"
+                    f" FROM range({rows}) t(i)")
+    procs = [subprocess.Popen([sys.executable, "-c", _PEAK_RSS, "--catalog", str(catalog.path),
+                               "ls", "big", *glob, "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=_env())
+             for glob in ([], ["no-such-*"])]
+    (full, full_err), (empty, empty_err) = (p.communicate(timeout=60) for p in procs)
+    assert len(json.loads(full)) == rows and json.loads(empty) == []
+    peak = [int(err.split("peak_kib")[1]) for err in (full_err, empty_err)]
+    assert peak[0] - peak[1] < 80_000, f"ls --json of {rows:,} rows took {peak} KiB"
+
+
 # --------------------------------------------------------------------------- diff
 
 
