@@ -22,6 +22,7 @@ from sneakernet.catalog import listing
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.diff import diff
 from sneakernet.catalog.errors import CatalogFormatError, SourceError, UsageError
+from sneakernet.catalog.query import run_query
 from sneakernet.catalog.refs import parse_ref
 from sneakernet.catalog.scan import scan
 
@@ -133,6 +134,15 @@ def test_query_json_is_strict_json_whatever_the_values(tmp_path: Path):
 
     (row,) = json.loads(proc.stdout, parse_constant=refuse)["rows"]
     assert row == {"a": None, "b": [None, 1.5], "m": {"2024-01-02": 3}, "c": None}
+
+
+def test_query_rows_keep_every_column_when_names_repeat(small):
+    """Rows are objects keyed by column name: of `a.path, b.path` only one survived."""
+    catalog, _root = small
+    result = run_query(catalog, "SELECT a.path, b.path, 3 AS path_1 FROM files a"
+                                " JOIN files b USING (hash) WHERE a.path = 'a.txt'")
+    assert result.to_dict()["rows"] == [{"path": "a.txt", "path_2": "a.txt", "path_1": 3}]
+    assert result.to_dict()["columns"] == ["path", "path_2", "path_1"]
 
 
 # The CLI, reporting its peak resident memory on stderr at exit. VmHWM, not getrusage's
