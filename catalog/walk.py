@@ -22,6 +22,8 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sneakernet.catalog.hashing import clamp_mtime_ns
+
 BATCH_ROWS = 16384
 # One reader thread: a second measured no faster and took ~1.9x the CPU (each lstat drops
 # and takes the GIL, and the Python around it is most of an entry's cost).
@@ -292,7 +294,10 @@ class _Walker:
                 if raw is not None:
                     columns.raw[row] = raw
             size_(st.st_size)
-            mtime_(st.st_mtime_ns)
+            try:
+                mtime_(st.st_mtime_ns)
+            except OverflowError:  # past 2262 or before 1677: see hashing.clamp_mtime_ns
+                mtime_(clamp_mtime_ns(st.st_mtime_ns))
             mode_(mode)
             inode_(st.st_ino)
             device_(st.st_dev)
