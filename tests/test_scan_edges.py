@@ -1,4 +1,4 @@
-"""scan at the edges of what a file system records: times the catalog cannot hold.
+"""scan at the edges: times the catalog cannot hold, a work folder with no room left.
 
 Real files in tmp_path and a real DuckDB catalog (tests/test_scan_hostile.py has the
 names, links, special files, races and unusable catalogs).
@@ -7,6 +7,8 @@ names, links, special files, races and unusable catalogs).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,38 @@ def test_a_file_dated_past_2262_is_recorded_and_never_trusted_to_the_cache(tmp_p
     changed = scan(catalog, root, "t")
     assert changed.version == 2
     assert _entry(catalog, "future.txt")[2] != digest
+
+
+def _in_small_tmpfs(folder: Path) -> list[str]:
+    """A command prefix that runs the rest with a 12 KiB tmpfs mounted on `folder` (a
+    private mount namespace: nothing to unmount), so writes there fail with ENOSPC."""
+    prefix = ["unshare", "--map-root-user", "--mount", "sh", "-c",
+              'mount -t tmpfs -o size=12k tmpfs "$0" && exec "$@"', str(folder)]
+    try:
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        probe = None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("cannot mount a tmpfs in a private namespace here")
+    return prefix
+
+
+def test_a_full_work_folder_is_said_clearly(tmp_path: Path):
+    """Arrow's OSError (errno 28) from the walk's work file was an "internal error"."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    for i in range(2000):  # a walk file bigger than 12 KiB
+        (root / f"clip-{i:05}.txt").write_text(str(i))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "TMPDIR": str(work)}
+    env.pop("SNEAKERNET_CATALOG", None)
+    proc = subprocess.run(
+        [*_in_small_tmpfs(work), sys.executable, "-m", "sneakernet.cli",
+         "--catalog", str(tmp_path / "cat.duckdb"), "scan", str(root), "-d", "t"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 9, proc.stderr
+    assert len(lines) == 2 and lines[0].startswith("error: no space left"), lines
+    assert str(work) in lines[0] and lines[1].startswith("hint: ")
