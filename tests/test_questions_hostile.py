@@ -145,6 +145,36 @@ def test_query_rows_keep_every_column_when_names_repeat(small):
     assert result.to_dict()["columns"] == ["path", "path_2", "path_1"]
 
 
+def _big_version(tmp_path: Path, rows: int) -> tuple[Catalog, int]:
+    """A catalog holding `big@1` of `rows` files, without a big tree: rows as scan
+    writes them."""
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    with catalog.write() as con:
+        con.execute("INSERT INTO datasets VALUES ('big', now())")
+        con.execute("INSERT INTO versions VALUES ('big', 1, NULL, now(), 'scan', '/big', 'h',"
+                    f" {rows}, 0, 0, 0, NULL, NULL)")
+        con.execute("INSERT INTO entries SELECT 'big', 1, 'cam/clip-' || i || '.bin', NULL,"
+                    " 'file', i, i * 1000, 33188, i, 1, md5(i::VARCHAR), NULL, false, 'ok', NULL"
+                    f" FROM range({rows}) t(i)")
+    return catalog, rows
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path: Path):
+    """`sneakernet ls big | head -1` exited 1 (documented as an internal error): typer and
+    rich turn a broken pipe into SystemExit(1) before the CLI's own handler sees it."""
+    catalog, _rows = _big_version(tmp_path, 2_000)  # more than a pipe holds, either way
+    procs = [subprocess.Popen([*CLI, "--catalog", str(catalog.path), "ls", "big", *json_],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+             for json_ in ([], ["--json"])]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline()
+        proc.stdout.close()  # as `head -1` does once it has its line
+    for proc in procs:
+        _out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err) == (EXIT_OK, b"")
+
+
 # The CLI, reporting its peak resident memory on stderr at exit. VmHWM, not getrusage's
 # ru_maxrss: Linux carries that one over from the parent (here pytest) through fork and exec.
 _PEAK_RSS = (
@@ -159,15 +189,7 @@ _PEAK_RSS = (
 def test_ls_json_streams_rows_in_flat_memory(tmp_path: Path):
     """`ls --json` built the whole list and its text before writing: +143 MB for these
     50,000 rows (a million-file dataset: gigabytes); the table output streams."""
-    catalog = Catalog(tmp_path / "cat.duckdb")
-    rows = 50_000
-    with catalog.write() as con:  # a big version without a big tree: rows as scan writes them
-        con.execute("INSERT INTO datasets VALUES ('big', now())")
-        con.execute("INSERT INTO versions VALUES ('big', 1, NULL, now(), 'scan', '/big', 'h',"
-                    f" {rows}, 0, 0, 0, NULL, NULL)")
-        con.execute("INSERT INTO entries SELECT 'big', 1, 'cam/clip-' || i || '.bin', NULL,"
-                    " 'file', i, i * 1000, 33188, i, 1, md5(i::VARCHAR), NULL, false, 'ok', NULL"
-                    f" FROM range({rows}) t(i)")
+    catalog, rows = _big_version(tmp_path, 50_000)
     procs = [subprocess.Popen([sys.executable, "-c", _PEAK_RSS, "--catalog", str(catalog.path),
                                "ls", "big", *glob, "--json"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=_env())
