@@ -1,6 +1,7 @@
-"""The question commands (stats, versions, diff, find, query, export) and the catalog
+"""The question commands (stats, versions, diff, ls, find, query, export) and the catalog
 file against hostile input: odd refs, markup and odd values in data, names that share
-a readable form, files that change while read, full disks, unusable catalog paths.
+a readable form, repeated column names, big listings and readers that stop early, files
+that change while read, full disks, unusable catalog paths.
 
 Real files in tmp_path, a real DuckDB catalog, the real CLI in a subprocess where the
 behaviour is the CLI's (exit status, one clear error line, what reaches the terminal).
@@ -27,7 +28,7 @@ from sneakernet.catalog.refs import parse_ref
 from sneakernet.catalog.scan import scan
 
 CLI = [sys.executable, "-m", "sneakernet.cli"]
-EXIT_OK, EXIT_USAGE, EXIT_CATALOG, EXIT_SOURCE = 0, 2, 6, 7
+EXIT_OK, EXIT_CATALOG, EXIT_SOURCE = 0, 6, 7
 MAX_VERSION = 2**31 - 1  # versions.version is an INTEGER
 
 
@@ -177,6 +178,8 @@ def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path: Path):
 
 # The CLI, reporting its peak resident memory on stderr at exit. VmHWM, not getrusage's
 # ru_maxrss: Linux carries that one over from the parent (here pytest) through fork and exec.
+# Run from a file, not `python -c`: DuckDB takes a __main__ without __file__ for an
+# interactive session and draws its progress bar on stdout (inside the JSON) after 2 s.
 _PEAK_RSS = (
     "import atexit, re, sys\n"
     "atexit.register(lambda: print('peak_kib', re.search(r'VmHWM:\\s*(\\d+)',"
@@ -190,7 +193,9 @@ def test_ls_json_streams_rows_in_flat_memory(tmp_path: Path):
     """`ls --json` built the whole list and its text before writing: +143 MB for these
     50,000 rows (a million-file dataset: gigabytes); the table output streams."""
     catalog, rows = _big_version(tmp_path, 50_000)
-    procs = [subprocess.Popen([sys.executable, "-c", _PEAK_RSS, "--catalog", str(catalog.path),
+    script = tmp_path / "peak_rss.py"
+    script.write_text(_PEAK_RSS)
+    procs = [subprocess.Popen([sys.executable, str(script), "--catalog", str(catalog.path),
                                "ls", "big", *glob, "--json"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=_env())
              for glob in ([], ["no-such-*"])]
