@@ -108,12 +108,20 @@ class Catalog:
         So it is built under a private name and hard-linked into place: the
         first link wins, a later one finds the file there and drops its own.
         """
+        _check_path_text(self.path)
         if self.path.exists():
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
         try:
-            con = duckdb.connect(str(fresh), config=_config())
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                con = duckdb.connect(str(fresh), config=_config())
+            except (OSError, duckdb.Error) as exc:  # a read-only folder, a file as a folder
+                raise CatalogFormatError(
+                    f"cannot create the catalog ({_first_line(exc)})",
+                    path=str(self.path),
+                    hint="check the folder's permissions, or point --catalog elsewhere",
+                ) from exc
             try:
                 _check_or_migrate(con, fresh, read_only=False)
             finally:
@@ -121,7 +129,7 @@ class Catalog:
             _link_into_place(fresh, self.path)
         finally:
             for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
-                with suppress(FileNotFoundError):
+                with suppress(FileNotFoundError, NotADirectoryError):
                     leftover.unlink()
 
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -147,6 +155,24 @@ class Catalog:
             con.close()
             raise
         return con
+
+
+def _check_path_text(path: Path) -> None:
+    """DuckDB takes file names as UTF-8 text: other bytes failed as `std::bad_cast`."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CatalogFormatError(
+            "the catalog's path is not valid UTF-8",
+            path=os.fsencode(path).decode("utf-8", "backslashreplace"),
+            hint="point --catalog at a path whose names are UTF-8 text",
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def _link_into_place(fresh: Path, path: Path) -> None:

@@ -9,6 +9,9 @@ from sneakernet.catalog.refs import VersionRef, parse_ref, resolve
 
 # Paths are the identity; a removed path and an added path with the same
 # content pair up as a move (the n-th removed copy with the n-th added copy).
+# Whether a row moved is asked of that pairing, not of its readable path: two
+# names can share one (a file named `a\xff` in text and one whose name holds
+# the byte 0xff), and a path test took the removal of one for the other's move.
 _DIFF_SQL = """
 WITH a AS (SELECT path, raw_path, kind, size, hash, link_target FROM entries
            WHERE dataset = $da AND version = $va),
@@ -30,10 +33,10 @@ WITH a AS (SELECT path, raw_path, kind, size, hash, link_target FROM entries
 SELECT * FROM moved
 UNION ALL
 SELECT 'removed', a_path, NULL, NULL, a_size, NULL, a_hash FROM gone
-  WHERE a_path NOT IN (SELECT old_path FROM moved)
+  WHERE NOT EXISTS (SELECT 1 FROM came WHERE came.b_hash = gone.a_hash AND came.n = gone.n)
 UNION ALL
 SELECT 'added', b_path, NULL, b_size, NULL, b_hash, NULL FROM came
-  WHERE b_path NOT IN (SELECT path FROM moved)
+  WHERE NOT EXISTS (SELECT 1 FROM gone WHERE gone.a_hash = came.b_hash AND gone.n = came.n)
 UNION ALL
 SELECT 'modified', b_path, NULL, b_size, a_size, b_hash, a_hash FROM j
   WHERE a_path IS NOT NULL AND b_path IS NOT NULL

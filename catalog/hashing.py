@@ -39,6 +39,18 @@ def aligned_buffer(size: int = BUFFER_SIZE) -> memoryview:
     return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
 
 
+# A file's mtime in ns need not fit the catalog's BIGINT (nor Arrow's int64): one file
+# whose clock said 2300 (ext4 keeps times up to 2446) failed the whole scan with an
+# OverflowError. Such a time is kept as the nearest end of the range; a file showing an
+# end is never trusted to the hash cache (hashpass.plan, rescan), since two such times
+# would look the same.
+MTIME_NS_MIN, MTIME_NS_MAX = -(2**63), 2**63 - 1
+
+
+def clamp_mtime_ns(value: int) -> int:
+    return max(MTIME_NS_MIN, min(MTIME_NS_MAX, value))
+
+
 class ChangedWhileReading(Exception):
     """The file's size or mtime moved while we read it: the hash is not trustworthy."""
 
@@ -96,7 +108,9 @@ def hash_file(
             raise NotRegularFile(path)
         assert expected is not None
         size, mtime_ns = expected
-        if read != size or after.st_size != size or after.st_mtime_ns != mtime_ns:
+        if read != size or after.st_size != size or (
+            after.st_mtime_ns != mtime_ns and clamp_mtime_ns(after.st_mtime_ns) != mtime_ns
+        ):
             return hash_file(path, buffer)  # not as the walk saw it: look again, carefully
         before = after
     if (
@@ -105,7 +119,10 @@ def hash_file(
         or after.st_mtime_ns != before.st_mtime_ns
     ):
         raise ChangedWhileReading(path)
-    return FileHash(digest, before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
+    mtime_ns = before.st_mtime_ns
+    if not MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX:
+        mtime_ns = clamp_mtime_ns(mtime_ns)
+    return FileHash(digest, before.st_size, mtime_ns, before.st_ino, before.st_dev)
 
 
 def _hash_small(fd: int, size: int, buffer: memoryview | None) -> tuple[str, int]:

@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 
 from sneakernet.catalog import hashcache
 from sneakernet.catalog.db import Catalog, sql_path
-from sneakernet.catalog.hashing import BUFFER_SIZE, HASHER, FileHash, aligned_buffer
+from sneakernet.catalog.hashing import (
+    BUFFER_SIZE,
+    HASHER,
+    MTIME_NS_MAX,
+    MTIME_NS_MIN,
+    FileHash,
+    aligned_buffer,
+)
 from sneakernet.catalog.hashworker import HelperPool, Outcome, hash_one
 from sneakernet.catalog.media import VIDEO_EXTENSIONS
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
@@ -65,7 +72,8 @@ def plan(
         f" FROM read_parquet({sql_path(walk_file)}) w"
         " LEFT JOIN hash_cache c ON w.kind = 'file' AND c.hasher = ?"
         " AND c.device = w.device AND c.inode = w.inode"
-        " AND c.size = w.size AND c.mtime_ns = w.mtime_ns)"
+        " AND c.size = w.size AND c.mtime_ns = w.mtime_ns"
+        f" AND w.mtime_ns > {MTIME_NS_MIN} AND w.mtime_ns < {MTIME_NS_MAX})"
         f" TO {sql_path(plan_file)} (FORMAT parquet, COMPRESSION zstd)",
         [HASHER],
     )

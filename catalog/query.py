@@ -41,6 +41,27 @@ def run_query(catalog: Catalog, sql: str, *, limit: int = DEFAULT_ROW_LIMIT) -> 
             ) from exc
         if cursor.description is None:
             return QueryResult([], [], False)
-        columns = [d[0] for d in cursor.description]
+        columns = unique_names([d[0] for d in cursor.description])
         rows = cursor.fetchmany(limit + 1)
     return QueryResult(columns, rows[:limit], len(rows) > limit)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique as DuckDB does in a subquery (`a`, `a_1`, `a_2`).
+
+    A row is a JSON object keyed by column: `SELECT a.path, b.path ...` kept only the
+    second path in `query --json`, the first one silently gone.
+    """
+    taken = set(names)
+    seen: set[str] = set()
+    unique = []
+    for name in names:
+        if name in seen:
+            n = 1
+            while f"{name}_{n}" in taken:
+                n += 1
+            name = f"{name}_{n}"
+            taken.add(name)
+        seen.add(name)
+        unique.append(name)
+    return unique

@@ -12,6 +12,7 @@ from sneakernet.catalog.errors import NotFoundError, UsageError
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ :+-]{0,127}")
 LATEST = "latest"
+MAX_VERSION = 2**31 - 1  # versions.version is an INTEGER
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +50,22 @@ def parse_ref(text: str) -> VersionRef:
     check_dataset_name(name)
     if not sep or rest == LATEST:
         return VersionRef(name)
-    if rest.isdigit():
-        return VersionRef(name, version=int(rest))
+    # ASCII digits only: str.isdigit() also takes U+00B3 (which int() refuses) and U+0661 (an
+    # Arabic-Indic 1); labels are ASCII, so anything else is refused as a label.
+    if rest.isascii() and rest.isdigit():
+        return VersionRef(name, version=_version_number(rest))
     return VersionRef(name, label=check_label(rest))
+
+
+def _version_number(digits: str) -> int:
+    # Checked by length first: int() refuses strings of over 4,300 digits with a ValueError.
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(MAX_VERSION)) or int(significant) > MAX_VERSION:
+        shown = digits if len(digits) <= 24 else f"{digits[:20]}..."
+        raise UsageError(
+            f"version number {shown} is too large", hint=f"versions are numbered 1 to {MAX_VERSION}"
+        )
+    return int(significant)
 
 
 def resolve(con: duckdb.DuckDBPyConnection, ref: VersionRef) -> int:

@@ -8,6 +8,7 @@ memory stays flat and the catalog is only held for moments.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -22,7 +23,7 @@ import duckdb
 
 from sneakernet.catalog import fstype, hashcache, hashpass, probepass, rescan, session
 from sneakernet.catalog.db import Catalog
-from sneakernet.catalog.errors import SneakernetError, SourceError
+from sneakernet.catalog.errors import SneakernetError, SourceError, UsageError
 from sneakernet.catalog.hashing import FileHash
 from sneakernet.catalog.progress import ProgressEvent, ProgressFn, report
 from sneakernet.catalog.refs import check_dataset_name, check_label
@@ -62,6 +63,10 @@ class DatasetLockedError(SneakernetError):
     exit_code = 5
 
 
+class ScanNoSpaceError(SneakernetError):
+    exit_code = 9  # ExitStatus.NO_SPACE
+
+
 def default_workers() -> int:
     return max(2, min(8, os.cpu_count() or 2))
 
@@ -85,6 +90,8 @@ def scan(
     check_dataset_name(dataset)
     if label is not None:
         check_label(label)  # a malformed label is refused before the catalog is touched
+    if workers is not None and workers < 0:  # ThreadPoolExecutor's ValueError was a "bug"
+        raise UsageError(f"cannot read with {workers} threads", hint="give --threads 1 or more")
     root = check_root(Path(root))
     profile = reading or fstype.read_profile(root, default_workers(), workers)
     with session.write(catalog) as con:  # a bad catalog or label fails now, not after the walk
@@ -93,6 +100,7 @@ def scan(
     result = ScanResult(dataset, os.fsdecode(root), None, None, reading=profile.to_dict())
     _remove_stale_work_folders()
     with (
+        _no_space_said_clearly(catalog),
         _dataset_lock(catalog, dataset),
         tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-") as tmp,
     ):
@@ -163,6 +171,32 @@ def scan(
     result.bytes = committed.bytes
     result.seconds = time.monotonic() - started
     return result
+
+
+@contextmanager
+def _no_space_said_clearly(catalog: Catalog) -> Iterator[None]:
+    """A full disk under the work files (TMPDIR) or the catalog, said as such.
+
+    It ended the scan as "internal error: OSError: [Errno 28] ..." from Arrow or
+    DuckDB: a bug report for what is the machine's state.
+    """
+    try:
+        yield
+    except (OSError, duckdb.Error) as exc:
+        text = str(exc)
+        if getattr(exc, "errno", None) not in _NO_SPACE and not any(
+            os.strerror(code) in text for code in _NO_SPACE
+        ):
+            raise
+        raise ScanNoSpaceError(
+            f"no space left for the scan's work files ({tempfile.gettempdir()})"
+            f" or the catalog ({os.path.abspath(catalog.path.parent)})",
+            hint="free some space there (or set TMPDIR to a folder with room) and run the"
+            " same command again",
+        ) from exc
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _keep_hashes(catalog: Catalog, found: list[FileHash]) -> None:

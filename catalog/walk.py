@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sneakernet.catalog.fstype import LOCAL_WALK_WORKERS
+from sneakernet.catalog.hashing import clamp_mtime_ns
 
 BATCH_ROWS = 16384
 WALK_WORKERS = LOCAL_WALK_WORKERS  # see fstype: more only where each stat waits on a server
@@ -292,7 +293,10 @@ class _Walker:
                 if raw is not None:
                     columns.raw[row] = raw
             size_(st.st_size)
-            mtime_(st.st_mtime_ns)
+            try:
+                mtime_(st.st_mtime_ns)
+            except OverflowError:  # past 2262 or before 1677: see hashing.clamp_mtime_ns
+                mtime_(clamp_mtime_ns(st.st_mtime_ns))
             mode_(mode)
             inode_(st.st_ino)
             device_(st.st_dev)

@@ -6,8 +6,11 @@ Commands live in sibling modules and only parse, call the library and render.
 from __future__ import annotations
 
 import copy
+import errno
+import os
 import sys
 import traceback
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -120,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (e.g. `| head`); not an error of ours
         status = ExitStatus.OK
+    except SystemExit as exc:
+        if not _reader_went_away(exc):
+            raise
+        status = ExitStatus.OK
     except Exception as exc:  # a bug: say so in one line, traceback only with --debug
         if _is_interruption(exc):
             sys.exit(_interrupted())
@@ -158,6 +165,18 @@ def _command_named(args: list[str]) -> str | None:
         elif not arg.startswith("-"):
             return arg
     return None
+
+
+def _reader_went_away(exc: SystemExit) -> bool:
+    """typer (on an EPIPE OSError) and rich (on BrokenPipeError) both answer a closed
+    stdout with SystemExit(1) raised while handling it, before the BrokenPipeError
+    clause above sees it: `sneakernet ls roadcam | head` exited 1, "internal error"."""
+    cause = exc.__context__
+    if exc.code != 1 or not isinstance(cause, OSError) or cause.errno != errno.EPIPE:
+        return False
+    with suppress(OSError):  # nothing more reaches the pipe, not even at exit's flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return True
 
 
 def _interrupted() -> int:

@@ -12,7 +12,14 @@ import typer
 from sneakernet.cli import render
 from sneakernet.cli.app import State
 from sneakernet.cli.exits import ExitStatus
-from sneakernet.cli.render import human_bytes, out, print_json, safe_text, table
+from sneakernet.cli.render import (
+    human_bytes,
+    out,
+    print_json,
+    print_json_array,
+    safe_text,
+    table,
+)
 
 if TYPE_CHECKING:
     from sneakernet.catalog.scan import ScanResult
@@ -175,7 +182,7 @@ def ls_cmd(
 
     rows = ls(State.catalog(), ref, pattern)
     if json:
-        print_json([r.to_dict() for r in rows])
+        print_json_array(r.to_dict() for r in rows)
         return
     for r in rows:
         video = ""
@@ -236,4 +243,4 @@ def export_cmd(
     if json:
         print_json({"ref": ref, "path": str(target), "rows": count})
     else:
-        out.print(f"wrote {count:,} rows to {target}")
+        out.print(f"wrote {count:,} rows to {safe_text(str(target))}", markup=False)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -59,18 +61,84 @@ def human_rate(nbytes: float, seconds: float) -> str:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=True) + "\n")
+    """Strict JSON (RFC 8259) on stdout, whatever values a query returns."""
+    sys.stdout.write(_dumps(data) + "\n")
+
+
+def print_json_array(items: Iterable[Any]) -> None:
+    """`print_json(list(items))`, the same text, written an item at a time.
+
+    `ls --json` of a million files built the whole list and its text first: about
+    3.7 KB a row, gigabytes for a big dataset, where the table output streams.
+    """
+    write = sys.stdout.write
+    first = True
+    for item in items:  # json escapes newlines inside strings: each "\n" is indentation
+        write(("[\n  " if first else ",\n  ") + _dumps(item).replace("\n", "\n  "))
+        first = False
+    write("[]\n" if first else "\n]\n")
+
+
+def _dumps(data: Any) -> str:
+    try:
+        return json.dumps(data, indent=2, default=str, ensure_ascii=True, allow_nan=False)
+    except (ValueError, TypeError):
+        # A query's NaN or infinity (json would write NaN, which JSON parsers outside
+        # Python refuse) or a MAP keyed by a date, decimal or blob (json refuses the key).
+        return json.dumps(_jsonable(data), indent=2, default=str, ensure_ascii=True,
+                          allow_nan=False)
+
+
+_JSON_KEYS = (str, int, bool, type(None))
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` with non-finite floats as null (as JavaScript's JSON.stringify writes them)
+    and dict keys that JSON cannot hold as their text."""
+    if isinstance(value, float):
+        return value if _finite(value) else None
+    if isinstance(value, dict):
+        return {(k if isinstance(k, _JSON_KEYS) or _finite(k) else str(k)): _jsonable(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def table(*columns: str, title: str | None = None) -> Table:
-    from rich.table import Table
+    """A table whose text cells and headers print as they are, never as rich markup.
 
-    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    Rich reads a plain str cell as markup: a file named `clip[red].mp4` lost its
+    `[red]`, and a query column or path holding `[/]` crashed the command (MarkupError).
+    """
+    t = _plain_table_type()(title=title, title_justify="left", show_edge=False,
+                            pad_edge=False)
     for name in columns:
         numeric = name.lower() in {"files", "bytes", "hours", "frames", "broken", "version",
                                    "versions", "latest", "size", "unread", "videos"}
-        t.add_column(name, justify="right" if numeric else "left", overflow="fold")
+        t.add_column(_plain(name), justify="right" if numeric else "left", overflow="fold")
     return t
+
+
+def _plain(cell: Any) -> Any:
+    from rich.text import Text
+
+    return Text(safe_text(cell)) if isinstance(cell, str) else cell
+
+
+@cache
+def _plain_table_type() -> type[Table]:
+    from rich.table import Table
+
+    class PlainTable(Table):
+        def add_row(self, *cells: Any, **options: Any) -> None:
+            super().add_row(*(_plain(c) for c in cells), **options)
+
+    return PlainTable
 
 
 def safe_text(text: str | None) -> str:
