@@ -47,6 +47,7 @@ from av.container import InputContainer
 from av.stream import Discard, Disposition, Stream
 from av.video.stream import VideoStream
 
+from sneakernet.catalog.hashing import clamp_mtime_ns
 from sneakernet.catalog.media import AudioStream, MediaInfo
 
 # Formats whose duration comes from a header, so "ends early" means something.
@@ -117,7 +118,8 @@ def probe(path: str | bytes | os.PathLike, expect: Identity | None = None) -> Me
 
 
 def _identity(st: os.stat_result) -> Identity:
-    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+    # the catalog keeps an mtime past 2262 as the end of its range (hashing.clamp_mtime_ns)
+    return st.st_size, clamp_mtime_ns(st.st_mtime_ns), st.st_ino, st.st_dev
 
 
 def _probe_file(fd: int, path: str | bytes | os.PathLike, size: int) -> MediaInfo:

@@ -21,6 +21,7 @@ from sneakernet.catalog.hashing import (
     FileHash,
     NotRegularFile,
     aligned_buffer,
+    clamp_mtime_ns,
     hash_file,
 )
 from sneakernet.catalog.media import PROBE_VERSION, MediaInfo
@@ -37,7 +38,7 @@ class Sig(NamedTuple):
 
 
 def sig_of(st: os.stat_result) -> Sig:
-    return Sig(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return Sig(st.st_dev, st.st_ino, st.st_size, clamp_mtime_ns(st.st_mtime_ns))
 
 
 class Hashed(NamedTuple):

@@ -89,3 +89,17 @@ def test_a_full_work_folder_is_said_clearly(tmp_path: Path):
     assert proc.returncode == 9, proc.stderr
     assert len(lines) == 2 and lines[0].startswith("error: no space left"), lines
     assert str(work) in lines[0] and lines[1].startswith("hint: ")
+
+
+def test_a_video_dated_past_2262_gets_its_metadata(tmp_path: Path, sample_master: Path):
+    """The probe checks the file is still the one hashed, by the time the catalog keeps."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    clip = root / "clip.mp4"
+    clip.write_bytes((sample_master / "cam1" / "clip_h264.mp4").read_bytes())
+    _far_future(clip)
+    catalog = Catalog(tmp_path / "cat.duckdb")
+    result = scan(catalog, root, "t")
+    assert result.probed_files == 1 and not result.problems
+    with catalog.read() as con:
+        assert con.execute("SELECT codec, broken FROM api.files").fetchall() == [("h264", False)]

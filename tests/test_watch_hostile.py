@@ -94,3 +94,27 @@ def test_a_file_made_readable_again_is_heard_and_recorded(tmp_path, catalog):
     snapshot = out.events("snapshot")[-1]["scan"]
     assert snapshot["problems"] == [] and snapshot["files"] == 2
     assert latest_files(catalog) == fresh_files(tmp_path, root)
+
+
+def test_a_file_dated_past_2262_is_recorded_as_scan_records_it(tmp_path, catalog, sample_master):
+    """Its mtime in ns overflows the catalog's BIGINT: the watcher must keep the time the
+    catalog can hold (as scan does), not fail every flush of its hashes."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with watching(catalog, root, snapshot_after=QUIET) as (watcher, notices):
+        for name, data in (("future.bin", b"f" * 100),
+                           ("future.mp4", (sample_master / "cam1/clip_h264.mp4").read_bytes())):
+            (root / name).write_bytes(data)
+            os.utime(root / name, (10_413_792_000, 10_413_792_000))  # the year 2300
+        if (root / "future.bin").stat().st_mtime_ns < 2**63:
+            pytest.skip("this file system cannot keep a time past 2262")
+        wait_settled(watcher, notices)
+    assert latest_files(catalog) == fresh_files(tmp_path, root)
+    assert {row[0]: row[6] for row in latest_files(catalog)}["future.mp4"] == "h264"
+
+
+def test_negative_thread_count_is_a_usage_error(tmp_path, catalog):
+    proc = watch_process(catalog, tmp_path, "--threads", "-1")
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert "threads" in err and "internal error" not in err
