@@ -204,10 +204,12 @@ def find_cmd(
     found = find(State.catalog(), what)
     if json:
         print_json(found.to_dict())
-        return
-    if not found.holders:
+    elif not found.holders:
         out.print(f"{found.hash}: not in the catalog")
+    if not found.holders:  # the same status either way: scripts test it, not the text
         raise typer.Exit(ExitStatus.NOT_FOUND)
+    if json:
+        return
     for h in found.holders:
         out.print(f"{h.dataset}@{h.version}  {safe_text(h.path)}", markup=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -145,7 +146,7 @@ def test_export_writes_full_manifest(two_versions, catalog, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["roadcam.parquet"]  # no temp left
 
 
-def test_cli_answers_in_json(two_versions, catalog, cli_json):
+def test_cli_answers_in_json(two_versions, catalog, cli_json, cli):
     s = cli_json("stats", "roadcam@2", "--by", "resolution", catalog=catalog)
     assert s["version"] == 2 and s["by"] == "resolution"
     d = cli_json("diff", "roadcam@1", "roadcam@2", catalog=catalog)
@@ -156,6 +157,11 @@ def test_cli_answers_in_json(two_versions, catalog, cli_json):
     assert q["rows"] == [{"n": 2}]
     found = cli_json("find", str(two_versions / "notes.txt"), catalog=catalog)
     assert len(found["holders"]) == 2
+    absent = "0" * 32
+    for fmt in ([], ["--json"]):  # a script tests the status, whichever output it reads
+        proc = cli("find", absent, *fmt, catalog=catalog)
+        assert proc.returncode == 4, (fmt, proc.stdout, proc.stderr)
+    assert json.loads(cli("find", absent, "--json", catalog=catalog).stdout)["holders"] == []
     rows = cli_json("ls", "roadcam", "*.txt", catalog=catalog)
     assert sorted(r["path"] for r in rows) == ["dup-of-notes.txt", "notes.txt"]
     assert cli_json("datasets", catalog=catalog)[0]["dataset"] == "roadcam"
