@@ -62,6 +62,9 @@ def scan_cmd(
         print_json(result.to_dict())
     else:
         _print_scan(result)
+    if label is not None and not result.changed:  # said on stderr: --json keeps its shape
+        render.err.print(f"note: label {safe_text(label)!r} not used: no new version was recorded",
+                         markup=False)
     if any(p.kind in _INCOMPLETE for p in result.problems):
         raise typer.Exit(ExitStatus.PROBLEMS)
 

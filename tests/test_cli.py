@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -78,6 +79,14 @@ def test_catalog_from_environment(cli, tmp_path, sample_tree):
     env = {**os.environ, "SNEAKERNET_CATALOG": str(env_catalog)}
     assert cli("scan", sample_tree, "--dataset", "roadcam", env=env).returncode == 0
     assert env_catalog.exists()
+
+
+def test_a_label_with_nothing_to_record_is_said_not_dropped(cli, catalog, sample_tree):
+    assert cli("scan", sample_tree, "--dataset", "roadcam", catalog=catalog).returncode == 0
+    again = cli("scan", sample_tree, "--dataset", "roadcam", "--label", "june", "--json",
+                catalog=catalog)
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+    assert "label 'june' not used" in again.stderr
 
 
 def test_default_catalog_under_xdg_data_home(cli, tmp_path, sample_tree):
