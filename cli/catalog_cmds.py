@@ -217,14 +217,20 @@ def find_cmd(
         out.print(f"{h.dataset}@{h.version}  {safe_text(h.path)}", markup=False)
 
 
+TABLE_ROW_LIMIT = 1_000  # a terminal table of more is unread, and rich builds it all in memory
+
+
 def query_cmd(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement over the api views.")],
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="Most rows shown [default: 1,000 in a table, 100,000 with --json].")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Run read-only SQL over the views datasets, versions, files and media."""
-    from sneakernet.catalog.query import run_query
+    from sneakernet.catalog.query import DEFAULT_ROW_LIMIT, run_query
 
-    result = run_query(State.catalog(), sql)
+    limit = limit or (DEFAULT_ROW_LIMIT if json else TABLE_ROW_LIMIT)
+    result = run_query(State.catalog(), sql, limit=limit)
     if json:
         print_json(result.to_dict())
         return
@@ -233,7 +239,7 @@ def query_cmd(
         t.add_row(*(safe_text(str(v)) if v is not None else "" for v in row))
     out.print(t)
     if result.truncated:
-        render.err.print(f"(first {len(result.rows):,} rows shown; add a LIMIT)")
+        render.err.print(f"(first {len(result.rows):,} rows shown; add a LIMIT, or --limit N)")
 
 
 def export_cmd(

@@ -288,3 +288,28 @@ def test_catalog_path_that_is_not_utf8_is_refused_clearly(tmp_path: Path):
     proc = run_cli("--catalog", path, "datasets")
     assert "not valid UTF-8" in one_error_line(proc, EXIT_CATALOG)
     assert os.listdir(tmp_path) == []
+
+
+def test_query_table_shows_a_bounded_number_of_rows(tmp_path: Path) -> None:
+    """A table of every row (100k rows: 174 s, 2.2 GB in rich) is capped; --json is not."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(1200):
+        (root / f"{i:04}.txt").write_bytes(b"%d" % i)
+    catalog = tmp_path / "cat.duckdb"
+    scan(Catalog(catalog), root, "many")
+    sql = "SELECT path FROM files ORDER BY path"
+
+    shown, wider, as_json, zero = run_cli_many(
+        ["--catalog", catalog, "query", sql],
+        ["--catalog", catalog, "query", sql, "--limit", "5000"],
+        ["--catalog", catalog, "query", sql, "--json"],
+        ["--catalog", catalog, "query", sql, "--limit", "0"],
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "0999.txt" in shown.stdout and "1000.txt" not in shown.stdout
+    assert "first 1,000 rows shown" in shown.stderr
+    assert "1199.txt" in wider.stdout and "rows shown" not in wider.stderr
+    data = json.loads(as_json.stdout)
+    assert len(data["rows"]) == 1200 and data["truncated"] is False
+    assert zero.returncode == 2
