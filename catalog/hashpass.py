@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from sneakernet.catalog import hashcache
 from sneakernet.catalog.db import Catalog, sql_path
+from sneakernet.catalog.errors import CatalogBusyError
 from sneakernet.catalog.hashing import (
     BUFFER_SIZE,
     HASHER,
@@ -51,6 +52,9 @@ HELPER_MIN_FILES = 4096
 HELPED_CHUNK_FILES = 512  # fewer round trips to a helper (1,024: 2.1 s, 128: 2.6 s per 100,000)
 CACHE_FLUSH_SECONDS = 5.0  # a kill loses at most this much hashing
 CACHE_FLUSH_ROWS = 100_000
+# A periodic flush that finds the catalog held (a long query in another process) does
+# not wait: its rows wait for the next try, up to this many (~50 MB), then it waits.
+CACHE_HOLD_ROWS = 2 * CACHE_FLUSH_ROWS
 
 _hash_one = hash_one  # looked up here on every file: tests wrap it
 
@@ -290,7 +294,7 @@ class HashPass:
             time.monotonic() - self._flushed_at > CACHE_FLUSH_SECONDS
             or len(self._fresh) >= CACHE_FLUSH_ROWS
         ):
-            self._flush_cache()
+            self._flush_cache(wait=len(self._fresh) >= CACHE_HOLD_ROWS)
         return table
 
     def _assemble(self, batch: pa.RecordBatch, results: list[_Result]) -> pa.Table:
@@ -331,10 +335,21 @@ class HashPass:
             ),
         )
 
-    def _flush_cache(self) -> None:
-        fresh, self._fresh = self._fresh, []
+    def _flush_cache(self, *, wait: bool = True) -> None:
+        """Store the hashes read so far; without `wait`, only if the catalog is free now.
+
+        A scan must not die because another process reads the catalog for a while:
+        the hashes wait in memory (bounded by CACHE_HOLD_ROWS) and go with the commit.
+        """
+        catalog = self.catalog if wait else Catalog(self.catalog.path, timeout=0)
         self._flushed_at = time.monotonic()
-        hashcache.save_found(self.catalog, fresh)
+        try:
+            hashcache.save_found(catalog, self._fresh)
+        except CatalogBusyError:
+            if wait:
+                raise
+            return
+        self._fresh = []
 
 
 def _found(part: list[_Result]) -> Iterator[FileHash]:

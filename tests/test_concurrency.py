@@ -230,3 +230,54 @@ def test_processes_meeting_a_missing_catalog_all_open_it(tmp_path):
             assert out.strip() == str(SCHEMA_VERSION)
         leftovers = sorted(p.name for p in path.parent.iterdir())
         assert leftovers == ["catalog.duckdb"], leftovers
+
+
+_HOLD = ("import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+         "print('held', flush=True); sys.stdin.read()")
+
+
+def _scan_while_another_process_reads(catalog: Catalog, root: Path, monkeypatch):
+    """scan(), its hash pass run while a reader in another process holds the catalog
+    (a long `query` or `export`), which lets go as the pass ends."""
+    from sneakernet.catalog import hashpass
+
+    real_run = hashpass.HashPass.run
+
+    def run_while_held(self, plan_file: Path, entries_file: Path):
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(catalog.path)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            return real_run(self, plan_file, entries_file)
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=30)
+
+    monkeypatch.setattr(hashpass, "CACHE_FLUSH_SECONDS", -1)  # a flush after every batch
+    monkeypatch.setattr(hashpass.HashPass, "run", run_while_held)
+    return scan(catalog, root, "t")
+
+
+def test_a_reader_holding_the_catalog_does_not_stop_a_scan(tmp_path, monkeypatch):
+    """Each periodic flush of hashes waited --timeout for the reader, then ended the scan
+    with 'catalog stayed locked' (exit 5): a long query elsewhere killed a long scan."""
+    root = tmp_path / "tree"
+    _make_tree(root, files=9000, size=64)  # two batches of the plan: two flushes
+    catalog = Catalog(tmp_path / "cat.duckdb", timeout=1)
+    result = _scan_while_another_process_reads(catalog, root, monkeypatch)
+    assert (result.version, result.hashed_files) == (1, 9000)
+    with catalog.read() as con:
+        assert con.execute("SELECT count(*) FROM hash_cache").fetchone()[0] == 9000
+
+
+def test_hashes_held_back_by_a_busy_catalog_are_bounded(tmp_path, monkeypatch):
+    from sneakernet.catalog import hashpass
+    from sneakernet.catalog.errors import CatalogBusyError
+
+    root = tmp_path / "tree"
+    _make_tree(root, files=9000, size=64)
+    catalog = Catalog(tmp_path / "cat.duckdb", timeout=0.5)
+    monkeypatch.setattr(hashpass, "CACHE_HOLD_ROWS", 1)  # memory bound reached at once: wait
+    with pytest.raises(CatalogBusyError):
+        _scan_while_another_process_reads(catalog, root, monkeypatch)
+    assert _assert_consistent(catalog) == []
