@@ -33,6 +33,9 @@ def run_query(catalog: Catalog, sql: str, *, limit: int = DEFAULT_ROW_LIMIT) -> 
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
+            if len(con.extract_statements(sql)) > 1:  # only the last one's rows would show
+                raise UsageError("query takes one SQL statement",
+                                 hint="run each statement as its own query")
             cursor = con.execute(sql)
         except duckdb.Error as exc:
             raise UsageError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import math
 import os
 import sys
 import traceback
@@ -71,6 +72,8 @@ def _global_options(
     ] = DEFAULT_TIMEOUT,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
+    if not 0 <= timeout < math.inf:  # nan compares false both ways: it waited forever
+        raise typer.BadParameter("give a number of seconds, 0 or more", param_hint="--timeout")
     State.catalog_path = catalog
     State.timeout = timeout
     State.debug = debug

@@ -313,3 +313,17 @@ def test_query_table_shows_a_bounded_number_of_rows(tmp_path: Path) -> None:
     data = json.loads(as_json.stdout)
     assert len(data["rows"]) == 1200 and data["truncated"] is False
     assert zero.returncode == 2
+
+
+def test_query_refuses_several_statements_and_timeout_refuses_non_numbers(tmp_path: Path):
+    """Two statements showed only the last one's rows; --timeout nan waited forever."""
+    catalog = tmp_path / "cat.duckdb"
+    two, one, *timeouts = run_cli_many(
+        ["--catalog", catalog, "query", "SELECT 1 AS a; SELECT 2 AS b"],
+        ["--catalog", catalog, "query", "SELECT 1 AS a;", "--json"],
+        *(["--catalog", catalog, "--timeout", t, "datasets"] for t in ("nan", "-1", "inf")),
+    )
+    assert two.returncode == 2 and "one SQL statement" in two.stderr
+    assert json.loads(one.stdout)["rows"] == [{"a": 1}]
+    for proc in timeouts:
+        assert proc.returncode == 2 and "--timeout" in proc.stderr
