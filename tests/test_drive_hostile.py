@@ -251,6 +251,30 @@ def test_special_file_on_the_drive_is_reported_without_blocking(drive, store, si
     assert not os.path.lexists(store / NOTES) and versions_of(site_b) == []
 
 
+def test_device_node_as_drive_metadata_is_refused_without_reading_it_forever(golden, tmp_path):
+    """A /dev/zero twin under a sealed name: hashing it for the seal never ended (the CLI
+    runs in subprocesses so that a hang fails the test rather than blocking it)."""
+    drives = []
+    for i, name in enumerate((fmt.PLAIN_MANIFEST, fmt.MANIFEST_FILE)):
+        drives.append(copy_drive(golden, tmp_path / f"d{i}"))
+        os.unlink(drives[-1] / name)
+        try:
+            os.mknod(drives[-1] / name, stat.S_IFCHR | 0o644, os.makedev(1, 5))
+        except PermissionError:
+            pytest.skip("cannot make a device node here")
+    store = tmp_path / "store"
+    store.mkdir()
+    ver, *ings = run_cli_many(
+        ["--catalog", tmp_path / "v.duckdb", "verify", *drives],
+        *(["--catalog", tmp_path / f"i{i}.duckdb", "ingest", d, "--store", store]
+          for i, d in enumerate(drives)), timeout=20)
+    assert ver.returncode in (EXIT_PROBLEMS, EXIT_DRIVE) and b"Traceback" not in ver.stderr
+    assert (ver.stdout + ver.stderr).count(b"not a regular file") == 2, ver
+    for ing in ings:
+        assert_error_line(ing, EXIT_DRIVE, "not a regular file")
+    assert list(store.iterdir()) == []
+
+
 class _OpenRecorder:
     """Stands in for `os` inside transfer.fsio: notes every open() of a non-regular file."""
 

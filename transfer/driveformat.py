@@ -10,9 +10,11 @@ data with no sneakernet installed. The contracts are in schemas/
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -205,6 +207,8 @@ def read_metadata_bytes(root: Path, name: str, limit: int = MAX_METADATA_JSON) -
     except OSError as exc:
         raise DriveError(f"cannot read {name} ({exc.strerror})", path=str(root / name)) from exc
     with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DriveError(f"{name} is not a regular file", path=str(root / name))
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise DriveError(f"{name} is larger than {limit} bytes", path=str(root / name))
@@ -219,6 +223,9 @@ def _hash_metadata_file(path: Path) -> dict:
     size = 0
     fd = os.open(path, READ_FLAGS)
     with os.fdopen(fd, "rb", buffering=0) as handle:
+        # A device node (a /dev/zero twin) on a hostile drive would be read forever.
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         while chunk := handle.read(1 << 20):
             hasher.update(chunk)
             size += len(chunk)

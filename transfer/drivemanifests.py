@@ -9,6 +9,7 @@ declares, carried copies sit at <dataset>/<version>/<path>.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -98,6 +99,8 @@ def read_manifest(
     """
     path = root / name
     if path.is_symlink() or not path.is_file():
+        if os.path.lexists(path):  # a link or special file: never followed, never opened
+            raise DriveError(f"{name} is not a regular file", path=str(path))
         raise DriveError(f"the drive has no {name}", path=str(root))
     try:
         parquet = pq.ParquetFile(path)
