@@ -25,9 +25,9 @@ import pytest
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.scan import scan
+from sneakernet.transfer import batching, fsio
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import drivemanifests as manifests
-from sneakernet.transfer import fsio
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.ingest import ingest
 from sneakernet.transfer.pack import pack
@@ -395,6 +395,31 @@ def test_metadata_that_lies_about_a_file_is_caught(drive, store, site_b, lie):
     result = ingest(site_b, [drive], store)
     assert [(p.path, p.outcome) for p in result.problems] == [(NOTES, "corrupt")]
     assert result.registered == [] and not (store / NOTES).exists()
+
+
+def _listed_twice(table: pa.Table, key: str, name: str, **change) -> pa.Table:
+    rows = table.to_pylist()
+    twin = [{**row, **change} for row in rows if row[key] == name]
+    return pa.Table.from_pylist(rows + twin, schema=table.schema)
+
+
+def test_a_path_listed_twice_is_refused_not_registered_twice(
+    golden, drive, store, site_b, tmp_path, monkeypatch
+):
+    """The second row of a path in the index (another hash, not carried) found the first
+    row's copy already named and took it as its own: the version was registered with the
+    path twice, once under a hash its bytes never had. (Batches of one file: as in any
+    dataset of more than a batch, the first copy is named before the twin comes.)"""
+    monkeypatch.setattr(batching, "BATCH_FILES", 1)
+    clip = "cam1/clip_h264.mp4"
+    rewrite_parquet(drive, fmt.INDEX_FILE, lambda t: _listed_twice(
+        t, "path", clip, hash="0" * 32, carried=False))
+    assert_refused_untouched(drive, store, site_b, "listed twice", repr(f"roadcam/1/{clip}"))
+    assert "listed twice" in verify_one(drive).error
+    copy_of = copy_drive(golden, tmp_path / "other")
+    rewrite_parquet(copy_of, fmt.MANIFEST_FILE, lambda t: _listed_twice(t, "drive_path", NOTES))
+    report = verify_one(copy_of)  # it counted the file twice, 11 ok and whole
+    assert not report.whole and "listed twice" in report.error and repr(NOTES) in report.error
 
 
 # --------------------------------------------------------------------------- malformed metadata
