@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.scan import scan
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import fsnames
@@ -288,6 +289,24 @@ def test_sources_changed_after_the_scan_are_reported_not_shipped(sample_tree, tm
     assert_error_line(ing, EXIT_DRIVE, "never sealed")
     assert "never sealed" in verify([drive]).drives[0].error
     assert list(store.iterdir()) == [] and versions_of(Catalog(tmp_path / "b.duckdb")) == []
+
+
+def test_a_drive_already_holding_a_version_folder_is_refused_before_writing(tmp_path):
+    """A foreign file of the right size at a planned name (a drive reused from an older
+    shipment) was taken as copied by an earlier run: never read, sealed as the catalogued
+    content, and only the receiving site's verify found it corrupt."""
+    root = make_tree(tmp_path / "src", ["notes.txt", "clip.bin"])
+    catalog = scanned(tmp_path, root, "roadcam")
+    drive = empty_drive(tmp_path / "drive")
+    foreign = drive / "roadcam" / "1" / "notes.txt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"x" * (root / "notes.txt").stat().st_size)
+    with pytest.raises(SourceError, match="already holds roadcam/1") as caught:
+        pack(catalog, ["roadcam"], [drive], shipment="reused")
+    assert caught.value.hint and "nothing was written" in caught.value.hint
+    assert sorted(p.relative_to(drive).as_posix() for p in drive.rglob("*")) == [
+        "roadcam", "roadcam/1", "roadcam/1/notes.txt"]
+    assert shipments(catalog) == 0
 
 
 def test_unreadable_source_is_reported_unreadable(tmp_path):

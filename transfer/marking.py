@@ -6,16 +6,37 @@ its custody log; a re-run of pack recognises its drives by that mark.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import SourceError
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import shipment as ship
 from sneakernet.transfer.plan import DriveTarget
 from sneakernet.transfer.sealing import shipment_doc
+
+
+def check_fresh(paths: list[Path], versions: list[dict]) -> None:
+    """Refuse a drive joining a shipment that already holds a folder of a version it is to carry.
+
+    pack takes a file found at its final name on a marked drive as copied and read back by
+    an earlier run, and does not read it again: a foreign file left there (a drive reused
+    from an older shipment) would be sealed as the catalogued content, never checked.
+    """
+    for path in paths:
+        for version in versions:
+            folder = path / version["dataset"] / str(version["version"])
+            if os.path.lexists(folder):
+                raise SourceError(
+                    f"the drive already holds {version['dataset']}/{version['version']}, which "
+                    "this pack did not write",
+                    path=str(folder),
+                    hint="use an empty drive, or move that folder off it; nothing was written",
+                )
 
 
 def mark_drives(

@@ -27,7 +27,12 @@ from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import shipment as ship
 from sneakernet.transfer.errors import DriveError
-from sneakernet.transfer.marking import adopt, drive_facts, mark_drives
+from sneakernet.transfer.marking import (
+    adopt,
+    check_fresh,
+    drive_facts,
+    mark_drives,
+)
 from sneakernet.transfer.packdrive import DriveOutcome, FileProblem, Interrupted, pack_drive
 from sneakernet.transfer.plan import DriveTarget, Plan, describe_target, make_plan
 from sneakernet.transfer.replan import reassign_full_drives
@@ -162,6 +167,7 @@ def _start(
     dry_run: bool,
 ) -> tuple[PackResult, dict[int, Path]]:
     plan = make_plan(catalog, refs, targets, work)
+    check_fresh([t.path for t in targets], plan.versions)
     name = shipment or _default_name(plan)
     if dry_run:
         site = from_site or custody.site_name(catalog)
@@ -208,6 +214,7 @@ def _resume(
     with catalog.read() as con:
         record = ship.find_shipment(con, shipment_id)
         known = ship.drives_of(con, shipment_id) if record else []
+        versions = shipment_versions(con, shipment_id)
     if record is None:
         any_drive = next(iter(marked))
         raise DriveError(
@@ -231,10 +238,9 @@ def _resume(
         )
     mounts = {d.number: by_id[d.drive_id] for d in known if d.drive_id in by_id}
     fresh = [t for t in targets if t.path not in marked]
+    check_fresh([t.path for t in fresh], versions)
     record, new_mounts = reassign_full_drives(catalog, record, mounts, fresh)
     if new_mounts:
-        with catalog.read() as con:
-            versions = shipment_versions(con, shipment_id)
         mark_drives(catalog, record, new_mounts, versions)
         mounts.update(new_mounts)
     with catalog.read() as con:
