@@ -82,6 +82,35 @@ def mark_drives(
         custody.insert_events(con, events)
 
 
+def mark_unmarked(
+    catalog: Catalog,
+    record: ship.ShipmentRecord,
+    known: list[ship.DriveRecord],
+    marked_ids: set[str],
+    given: list[Path],
+    versions: list[dict],
+) -> dict[str, Path]:
+    """Drives a pack killed while marking its drives left unmarked, given again at the
+    mount its plan recorded for them: marked now (as `adopt` does when none was).
+    Returns them by drive id."""
+    with catalog.read() as con:
+        seen = dict(
+            con.execute(
+                "SELECT drive_id, last_mount FROM drives WHERE shipment_id = ?",
+                [record.shipment_id],
+            ).fetchall()
+        )
+    by_mount = {str(path): path for path in given}
+    late = {
+        d.number: by_mount[seen[d.drive_id]]
+        for d in known
+        if d.drive_id not in marked_ids and d.seal is None and seen.get(d.drive_id) in by_mount
+    }
+    if late:
+        mark_drives(catalog, record, late, versions)
+    return {d.drive_id: late[d.number] for d in known if d.number in late}
+
+
 def drive_facts(
     con: duckdb.DuckDBPyConnection, shipment_id: str
 ) -> tuple[dict[int, ship.DriveRecord], dict[int, int]]:

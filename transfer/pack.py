@@ -32,6 +32,7 @@ from sneakernet.transfer.marking import (
     check_fresh,
     drive_facts,
     mark_drives,
+    mark_unmarked,
 )
 from sneakernet.transfer.packdrive import DriveOutcome, FileProblem, Interrupted, pack_drive
 from sneakernet.transfer.plan import DriveTarget, Plan, describe_target, make_plan
@@ -229,6 +230,8 @@ def _resume(
             hint="drop --shipment to resume it, or use empty drives",
         )
     by_id = {info.drive_id: path for path, info in marked.items()}
+    unmarked = [t.path for t in targets if t.path not in marked]
+    by_id.update(mark_unmarked(catalog, record, known, set(by_id), unmarked, versions))
     missing = [d for d in known if d.drive_id not in by_id and d.seal is None]
     if missing:
         raise UsageError(
@@ -237,7 +240,8 @@ def _resume(
             hint="give every drive of the shipment with --to",
         )
     mounts = {d.number: by_id[d.drive_id] for d in known if d.drive_id in by_id}
-    fresh = [t for t in targets if t.path not in marked]
+    taken = set(by_id.values())
+    fresh = [t for t in targets if t.path not in taken]
     check_fresh([t.path for t in fresh], versions)
     record, new_mounts = reassign_full_drives(catalog, record, mounts, fresh)
     if new_mounts:
