@@ -36,6 +36,7 @@ from sneakernet.transfer.verify import verify
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
 from transfer_fixtures import (
     EXIT_DRIVE,
+    EXIT_NO_SPACE,
     EXIT_PROBLEMS,
     EXIT_SOURCE,
     assert_error_line,
@@ -692,6 +693,39 @@ def test_duplicate_is_never_linked_to_a_clashing_store_file(tmp_path, store, sit
     copy = store / "roadcam" / "2" / "notes.txt"
     assert not copy.exists() or copy.read_text() == "the real notes\n"
     assert "roadcam@2" not in result.registered or copy.read_text() == "the real notes\n"
+
+
+# The CLI with a store that fills up: writes to the copies being made (`*.part`) fail with
+# ENOSPC once the budget (argv[1], bytes) is spent, as the kernel's would.
+_FULL_STORE = """
+import errno, os, sys
+real, budget = os.write, [int(sys.argv.pop(1))]
+def write(fd, data):
+    if os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
+        budget[0] -= len(data)
+        if budget[0] < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd, data)
+os.write = write
+from sneakernet.cli.launch import main
+main()
+"""
+
+
+def test_a_full_store_stops_ingest_with_exit_9_and_the_rerun_finishes(drive, store, site_b):
+    """Every file after the store filled up was reported 'unreadable' (the drive blamed,
+    its version 'corrupt on the drive'), exit 3, and ingest read on through the drive."""
+    full = subprocess.run(
+        [sys.executable, "-c", _FULL_STORE, str(400 << 10), "--catalog", site_b.path,
+         "ingest", drive, "--store", store], capture_output=True, timeout=60)
+    assert_error_line(full, EXIT_NO_SPACE, "the store is full", "No space left on device")
+    assert b"unreadable" not in full.stdout and versions_of(site_b) == []
+    placed = store_files(store)
+    assert 0 < len(placed) < 10
+    result = ingest(site_b, [drive], store)
+    assert result.registered == ["roadcam@1"] and not result.problems
+    assert result.drives[0].present_files == len(placed)  # kept, not copied again
+    assert store_files(store) == sorted(data_files(drive))
 
 
 def test_ingest_needs_an_existing_store_folder(drive, tmp_path):

@@ -19,6 +19,7 @@ class DriveError(SneakernetError):
 
 
 class NoSpaceError(SneakernetError):
-    """The shipment does not fit on the drives given, or a drive filled up while packing."""
+    """The shipment does not fit on the drives given, or a drive (packing) or the store
+    (ingesting) filled up."""
 
     exit_code = 9

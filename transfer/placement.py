@@ -20,12 +20,13 @@ from sneakernet.catalog.hashcache import store_cached_hashes
 from sneakernet.catalog.hashing import aligned_buffer, hash_file
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
-from sneakernet.transfer.errors import DriveError
+from sneakernet.transfer.errors import DriveError, NoSpaceError
 from sneakernet.transfer.fsio import FolderCache, folder_names
 from sneakernet.transfer.packdrive import FileProblem
 
 FLUSH_SECONDS = 5.0
 _NOT_A_FILE = (errno.ELOOP, errno.ENOTDIR, errno.EINVAL)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 READ_ONLY = 0o444
 
 
@@ -82,6 +83,9 @@ class Placer:
                 copier.link_no_replace(Path(source), Path(target), durable=False)
             except FileExistsError:
                 return self._clash(Path(target), drive_path)
+            except OSError as exc:
+                self._check_store_room(exc, drive_path)
+                raise
             self.outcome.linked_files += 1
             self.linked.append(os.path.dirname(target))
             if len(self.linked) >= batching.BATCH_FILES:
@@ -136,6 +140,7 @@ class Placer:
             self._problem(drive_path, "corrupt", f"the drive's copy {exc}; not ingested")
             return 0
         except OSError as exc:
+            self._check_store_room(exc, drive_path)
             self._check_drive_present()
             self._problem(drive_path, "unreadable", exc.strerror or str(exc))
             return 0
@@ -163,6 +168,7 @@ class Placer:
                 Path(item.tmp).unlink(missing_ok=True)
                 self._clash(Path(item.final), item.token)
             else:
+                self._check_store_room(exc, item.token)
                 self._check_drive_present()
                 self._problem(item.token, "unreadable", getattr(exc, "strerror", None) or str(exc))
 
@@ -187,6 +193,17 @@ class Placer:
         self.outcome.present_files += 1
         self._remember(target, digest)
         return size
+
+    def _check_store_room(self, exc: BaseException, drive_path: str) -> None:
+        """A full store is not a bad file: stop the ingest rather than blame every file left
+        on the drive (each reported 'unreadable', its version 'corrupt on the drive')."""
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise NoSpaceError(
+                f"the store is full ({exc.strerror}) while copying {drive_path}",
+                path=str(self.store),
+                hint="free space in the store and run the same command again; files already "
+                "in the store are kept and not copied again",
+            ) from exc
 
     def _check_drive_present(self) -> None:
         """A read that failed because the drive went away is not a bad file: stop the ingest."""
