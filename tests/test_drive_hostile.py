@@ -52,6 +52,7 @@ from transfer_fixtures import (
     set_column,
     snapshot,
     versions_of,
+    without_root_read_powers,
     xxh,
 )
 
@@ -726,6 +727,23 @@ def test_a_full_store_stops_ingest_with_exit_9_and_the_rerun_finishes(drive, sto
     assert result.registered == ["roadcam@1"] and not result.problems
     assert result.drives[0].present_files == len(placed)  # kept, not copied again
     assert store_files(store) == sorted(data_files(drive))
+
+
+def test_a_read_only_store_is_a_clear_error_not_an_internal_one(drive, store, tmp_path):
+    """It was 'internal error: PermissionError ... .sneakernet' with exit 1 (a bug)."""
+    store.chmod(0o555)
+    preexec = without_root_read_powers if os.geteuid() == 0 else None
+    try:
+        probe = subprocess.run(["touch", store / "probe"], capture_output=True,
+                               preexec_fn=preexec)
+        if probe.returncode == 0:
+            pytest.skip("cannot make a folder read-only here")
+        proc = run_cli("--catalog", tmp_path / "b.duckdb", "ingest", drive, "--store", store,
+                       preexec_fn=preexec)
+    finally:
+        store.chmod(0o755)
+    assert_error_line(proc, EXIT_SOURCE, "cannot write to the store", str(store))
+    assert list(store.iterdir()) == []
 
 
 def test_ingest_needs_an_existing_store_folder(drive, tmp_path):

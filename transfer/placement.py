@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.hashcache import store_cached_hashes
 from sneakernet.catalog.hashing import aligned_buffer, hash_file
 from sneakernet.transfer import batching, copier
@@ -42,7 +43,10 @@ class Placer:
         self.catalog, self.drive, self.store, self.outcome = catalog, drive, store, outcome
         self.on_bytes = on_bytes  # called as bytes are read, so a stop need not wait a file
         self.partial = store / fmt.PARTIAL_DIR
-        self.partial.mkdir(parents=True, exist_ok=True)
+        try:
+            self.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # what ingest's check of the store could not foresee
+            raise store_unwritable(store, exc.strerror or str(exc)) from exc
         self.buffer = aligned_buffer(copier.BUFFER_SIZE)
         self.cache_rows: list[tuple[int, int, int, int, str]] = []
         self.flushed = time.monotonic()
@@ -284,6 +288,14 @@ class Placer:
             store_cached_hashes(self.catalog, self.cache_rows)
             self.cache_rows = []
         self.flushed = time.monotonic()
+
+
+def store_unwritable(store: Path, why: str) -> SourceError:
+    return SourceError(
+        f"cannot write to the store ({why})",
+        path=str(store),
+        hint="check its permissions and mount options; nothing was copied",
+    )
 
 
 def _inside(store: str, target: str) -> bool:
