@@ -146,6 +146,27 @@ def test_good_drive_verifies_ingests_and_passes_xxhsum(drive, store, site_b):
         assert os.stat(store / path).st_mode & 0o222 == 0  # read-only
 
 
+def test_an_ext4_lost_and_found_does_not_spoil_a_users_verify(drive, tmp_path):
+    """Every ext4 drive has a lost+found only root may read: a user's verify of a whole
+    drive said 'NOT whole; 1 unreadable lost+found', exit 3."""
+    found, locked = drive / "lost+found", drive / "roadcam" / "locked"  # locked still counts
+    for folder in (found, locked):
+        folder.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(folder, 54321, 54321)  # not ours, as root's lost+found is not a user's
+    preexec = without_root_read_powers if os.geteuid() == 0 else None
+    probe = subprocess.run(["ls", found], capture_output=True, preexec_fn=preexec)
+    if probe.returncode == 0:
+        pytest.skip("cannot make a folder unreadable here")
+    proc = run_cli("--catalog", tmp_path / "v.duckdb", "verify", drive, "--json",
+                   preexec_fn=preexec)
+    assert proc.returncode == EXIT_PROBLEMS, proc
+    [report] = json.loads(proc.stdout)["drives"]
+    assert report["counts"]["ok"] == 10 and report["seal_ok"]
+    assert [(f["path"], f["outcome"]) for f in report["findings"]] == [
+        ("roadcam/locked", "unreadable")]
+
+
 def test_bit_flip_in_a_data_file_fails_xxhsum_verify_and_ingest(drive, store, site_b):
     flip_byte(drive / PRORES, 1000)
     check = subprocess.run(["xxhsum", "-c", fmt.PLAIN_MANIFEST], cwd=drive, capture_output=True)
