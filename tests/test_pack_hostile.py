@@ -309,6 +309,23 @@ def test_a_drive_already_holding_a_version_folder_is_refused_before_writing(tmp_
     assert shipments(catalog) == 0
 
 
+def test_a_drive_inside_the_source_or_holding_it_is_refused(tmp_path):
+    """A drive holding the dataset (its data kept on the drive itself) got the copies
+    written into the dataset's own folder (roadcam/1/... inside roadcam/) and was sealed
+    though its verify could never be whole (the sources were extras); a drive inside the
+    dataset put the copies and .sneakernet/ into it, for its next scan to pick up."""
+    media = tmp_path / "media"
+    root = make_tree(media / "roadcam", ["a.txt", "sub/b.txt"])
+    catalog = scanned(tmp_path, root, "roadcam")
+    inside = empty_drive(root / "drive")
+    before = sorted(p.relative_to(media).as_posix() for p in media.rglob("*"))
+    for drive in (media, inside):
+        with pytest.raises(SourceError, match="one inside the other"):
+            pack(catalog, ["roadcam"], [drive], shipment="overlap")
+    assert sorted(p.relative_to(media).as_posix() for p in media.rglob("*")) == before
+    assert shipments(catalog) == 0
+
+
 def test_unreadable_source_is_reported_unreadable(tmp_path):
     root = make_tree(tmp_path / "src", ["secret.bin", "open.txt"])
     catalog = scanned(tmp_path, root, "perm")

@@ -29,6 +29,7 @@ def check_fresh(paths: list[Path], versions: list[dict]) -> None:
     """
     for path in paths:
         for version in versions:
+            _check_apart(path, version)
             folder = path / version["dataset"] / str(version["version"])
             if os.path.lexists(folder):
                 raise SourceError(
@@ -37,6 +38,23 @@ def check_fresh(paths: list[Path], versions: list[dict]) -> None:
                     path=str(folder),
                     hint="use an empty drive, or move that folder off it; nothing was written",
                 )
+
+
+def _check_apart(drive: Path, version: dict) -> None:
+    """Refuse a drive inside a version's source folder, or holding it: the copies would land
+    in the user's dataset (and its next scan), or its files would be extras on the drive."""
+    root = version.get("root")  # (a fresh pack's versions carry their source folder)
+    if not root:
+        return
+    real, source = os.path.realpath(drive), os.path.realpath(root)
+    if os.path.commonpath([real, source]) in (real, source):
+        raise SourceError(
+            f"the drive and the source folder of {version['dataset']}@{version['version']} "
+            f"({source}) are one inside the other",
+            path=str(drive),
+            hint="give a drive outside the dataset's folder, holding no dataset; nothing was "
+            "written",
+        )
 
 
 def mark_drives(
