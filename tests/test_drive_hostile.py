@@ -167,6 +167,16 @@ def test_an_ext4_lost_and_found_does_not_spoil_a_users_verify(drive, tmp_path):
         ("roadcam/locked", "unreadable")]
 
 
+def test_a_drive_given_through_a_link_to_its_mount_point_is_read(drive, store, site_b, tmp_path):
+    """The mount point as typed (/media/usb -> /run/media/...) is the operator's word, not
+    the drive's: every file was 'unreadable' to verify and 'corrupt' to ingest."""
+    os.symlink(drive, tmp_path / "usb")
+    report = verify_one(tmp_path / "usb")
+    assert report.whole and report.counts["ok"] == 10
+    result = ingest(site_b, [tmp_path / "usb"], store)
+    assert result.registered == ["roadcam@1"] and not result.problems
+
+
 def test_bit_flip_in_a_data_file_fails_xxhsum_verify_and_ingest(drive, store, site_b):
     flip_byte(drive / PRORES, 1000)
     check = subprocess.run(["xxhsum", "-c", fmt.PLAIN_MANIFEST], cwd=drive, capture_output=True)

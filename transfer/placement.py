@@ -55,7 +55,9 @@ class Placer:
         self.waiting_hashes: set[str] = set()  # ... and their content (one temporary name each)
         self.linked: list[str] = []  # folders of links whose names are not yet durable
         self.store_text, self.partial_text = str(store), str(self.partial)
-        self.folders = FolderCache(drive, listed=True)  # the drive's files come in path order
+        # The drive's files come in path order. Its mount point as given may be a link (it
+        # is the operator's word, not the drive's); links under it are never followed.
+        self.folders = FolderCache(Path(os.path.realpath(drive)), listed=True)
         # The names in the store folder targets go to now: one listing per folder, not
         # a look-up per file (targets come grouped by folder, and each comes once).
         self.listed_folder: str | None = None

@@ -208,7 +208,7 @@ def _compare(
         )
         cursor = con.cursor()
         cursor.execute(candidates)
-        checker = _Checker(root)
+        checker = _Checker(real)  # the mount point given may be a link; nothing under it is
         try:
             while rows := cursor.fetchmany(4096):
                 if stop.is_set():
