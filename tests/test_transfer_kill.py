@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import CatalogBusyError
 from sneakernet.catalog.scan import scan
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import marking
+from sneakernet.transfer.ingest import ingest
 from sneakernet.transfer.pack import pack
 from sneakernet.transfer.verify import verify
 
@@ -194,3 +196,29 @@ def test_stop_between_marking_two_drives_is_resumed(tmp_path, monkeypatch):
     result = pack(catalog, ["field"], drives, shipment="kill-test")
     assert result.sealed and [d.number for d in result.drives] == [1, 2]
     assert verify(drives).whole
+
+
+def test_a_second_ingest_into_a_busy_store_waits_its_turn(site, tmp_path):
+    """Two ingests of a drive into one store (the receive service, and the same drive
+    ingested by hand) wrote the same temporary copies, each taking the other's for a
+    killed run's: spurious 'No such file' problems and no version registered. The
+    first is paused mid-copy (SIGSTOP) so that the second surely meets it."""
+    drive, store = tmp_path / "d1", tmp_path / "store"
+    drive.mkdir()
+    store.mkdir()
+    assert pack(site, ["field"], [drive], shipment="busy").sealed
+    first = _start(Catalog(tmp_path / "b.duckdb"), "ingest", drive, "--store", store)
+    partial = store / fmt.PARTIAL_DIR
+    try:
+        deadline = time.monotonic() + 60
+        while not (partial.is_dir() and any(p.stat().st_size for p in partial.iterdir())):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.001)
+        first.send_signal(signal.SIGSTOP)
+        with pytest.raises(CatalogBusyError, match="is ingesting into this store"):
+            ingest(Catalog(tmp_path / "c.duckdb"), [drive], store)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, (out, err)
+    assert "registered field@1" in out

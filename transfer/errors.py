@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sneakernet.catalog.errors import SneakernetError
+from sneakernet.catalog.errors import CatalogBusyError, SneakernetError
 
 
 class DriveError(SneakernetError):
@@ -23,3 +23,7 @@ class NoSpaceError(SneakernetError):
     (ingesting) filled up."""
 
     exit_code = 9
+
+
+class StoreBusyError(CatalogBusyError):
+    """Another process is ingesting into the same store (the receive service retries later)."""

@@ -9,10 +9,12 @@ when an earlier, interrupted run already put it there.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sneakernet.catalog.db import Catalog
@@ -21,7 +23,7 @@ from sneakernet.catalog.hashcache import store_cached_hashes
 from sneakernet.catalog.hashing import aligned_buffer, hash_file
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
-from sneakernet.transfer.errors import DriveError, NoSpaceError
+from sneakernet.transfer.errors import DriveError, NoSpaceError, StoreBusyError
 from sneakernet.transfer.fsio import FolderCache, folder_names
 from sneakernet.transfer.packdrive import FileProblem
 
@@ -290,6 +292,34 @@ class Placer:
             store_cached_hashes(self.catalog, self.cache_rows)
             self.cache_rows = []
         self.flushed = time.monotonic()
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """One ingest into a store at a time. Two (the receive service and a hand-typed ingest
+    of the same drive) wrote the same temporary copies, named by content, each taking the
+    other's for a killed run's leftover: spurious 'No such file' problems, no version
+    registered, a read-only copy made writable. The lock dies with its process."""
+    path = store / fmt.META_DIR / "ingest.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise store_unwritable(store, exc.strerror or str(exc)) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise StoreBusyError(
+                f"process {holder} is ingesting into this store", path=str(store),
+                hint="wait for it to finish, then run the same command again",
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def store_unwritable(store: Path, why: str) -> SourceError:
