@@ -491,6 +491,10 @@ _BAD_DRIVES = {
     "a_list": (_raw_doc(b"[1, 2, 3]"), "malformed drive metadata"),
     "huge": (_raw_doc(b'{"pad": "' + b"x" * (10 << 20) + b'"}'), "larger than"),
     "unsealed": (_set_doc(lambda d: d.update(state="packing")), "never sealed"),
+    # (these two were whole to verify; ingest waited forever, or died with exit 1)
+    "beyond_of": (_set_doc(lambda d: d["drive"].update(number=3)), "drive 3 of 1"),
+    "version_twice": (_set_doc(lambda d: d.update(versions=d["versions"] * 2)),
+                      "a version listed twice"),
     "meta_link": (_meta_is_a_link, "not a sneakernet drive"),
     "no_drive_json": (_no_drive_json, "has no .sneakernet/drive.json"),
 }

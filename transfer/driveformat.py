@@ -195,7 +195,18 @@ def read_drive(root: Path) -> DriveInfo:
             hint="upgrade sneakernet on this machine",
         )
     _validate(doc, root / DRIVE_FILE)
-    return DriveInfo(root, doc)
+    # What JSON Schema cannot say: drive N of M, each version once.
+    info = DriveInfo(root, doc)
+    pairs = [(v["dataset"], v["version"]) for v in doc["versions"]]
+    twice = len(pairs) - len(set(pairs))
+    if info.number > info.of or twice:
+        why = f"drive {info.number} of {info.of}" if twice == 0 else "a version listed twice"
+        raise DriveError(
+            f"malformed drive metadata ({why})",
+            path=str(root / DRIVE_FILE),
+            hint="the drive was not written by this sneakernet format, or was edited",
+        )
+    return info
 
 
 def read_metadata_bytes(root: Path, name: str, limit: int = MAX_METADATA_JSON) -> bytes:
