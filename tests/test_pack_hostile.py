@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sneakernet.catalog.db import Catalog
-from sneakernet.catalog.errors import SourceError
+from sneakernet.catalog.errors import SourceError, UsageError
 from sneakernet.catalog.scan import scan
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import fsnames
@@ -324,6 +324,22 @@ def test_a_drive_inside_the_source_or_holding_it_is_refused(tmp_path):
             pack(catalog, ["roadcam"], [drive], shipment="overlap")
     assert sorted(p.relative_to(media).as_posix() for p in media.rglob("*")) == before
     assert shipments(catalog) == 0
+
+
+def test_packing_other_versions_onto_a_sealed_drive_is_refused_not_called_done(tmp_path):
+    """`pack roadcam@2 --to d1` with d1 still sealed for an older shipment of roadcam@1
+    took it for a re-run of that shipment: exit 0, 'shipment first packed and sealed',
+    and roadcam@2 was never packed."""
+    root = make_tree(tmp_path / "src", ["a.txt"])
+    catalog = scanned(tmp_path, root, "roadcam")
+    drive = empty_drive(tmp_path / "drive")
+    assert pack(catalog, ["roadcam@1"], [drive], shipment="first").sealed
+    make_tree(root, ["a.txt", "b.txt"])
+    scan(catalog, root, "roadcam")
+    with pytest.raises(UsageError, match=r"marked for shipment 'first' of roadcam@1, not of "
+                                         r"roadcam@2"):
+        pack(catalog, ["roadcam@2"], [drive])
+    assert pack(catalog, ["roadcam@1"], [drive]).sealed  # the same command: still a re-run
 
 
 def test_unreadable_source_is_reported_unreadable(tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 
 from sneakernet.catalog.db import Catalog
-from sneakernet.catalog.errors import SourceError
+from sneakernet.catalog.errors import SourceError, UsageError
+from sneakernet.catalog.refs import parse_ref, resolve
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import shipment as ship
@@ -54,6 +55,24 @@ def _check_apart(drive: Path, version: dict) -> None:
             path=str(drive),
             hint="give a drive outside the dataset's folder, holding no dataset; nothing was "
             "written",
+        )
+
+
+def check_same_versions(
+    con: duckdb.DuckDBPyConnection, refs: list[str], record: ship.ShipmentRecord,
+    versions: list[dict],
+) -> None:
+    """Resuming is running the same command again: refuse drives marked (or sealed) for a
+    shipment of other versions than the ones asked for, rather than call it packed."""
+    have = {(v["dataset"], v["version"]) for v in versions}
+    wanted = {(ref.dataset, resolve(con, ref)) for ref in map(parse_ref, refs)}
+    if refs and wanted != have:
+        names = ", ".join(f"{d}@{n}" for d, n in sorted(have))
+        raise UsageError(
+            f"the drives are marked for shipment {record.name!r} of {names}, not of "
+            f"{', '.join(refs)}",
+            hint=f"to resume that shipment run `pack {names.replace(',', '')}` with the same "
+            "drives; for a new shipment use empty drives",
         )
 
 

@@ -30,6 +30,7 @@ from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.marking import (
     adopt,
     check_fresh,
+    check_same_versions,
     drive_facts,
     mark_drives,
     mark_unmarked,
@@ -113,7 +114,7 @@ def pack(
         if not marked and adopt(catalog, targets, shipment):
             marked = _marked_drives(targets)
         if marked:
-            result, mounts = _resume(catalog, marked, targets, shipment)
+            result, mounts = _resume(catalog, marked, targets, shipment, refs)
         else:
             result, mounts = _start(
                 catalog,
@@ -205,6 +206,7 @@ def _resume(
     marked: dict[Path, fmt.DriveInfo],
     targets: list[DriveTarget],
     shipment: str | None,
+    refs: list[str],
 ) -> tuple[PackResult, dict[int, Path]]:
     ids = {info.shipment_id for info in marked.values()}
     if len(ids) > 1:
@@ -229,6 +231,8 @@ def _resume(
             f"the drives are marked for shipment {record.name!r}, not {shipment!r}",
             hint="drop --shipment to resume it, or use empty drives",
         )
+    with catalog.read() as con:
+        check_same_versions(con, refs, record, versions)
     by_id = {info.drive_id: path for path, info in marked.items()}
     unmarked = [t.path for t in targets if t.path not in marked]
     by_id.update(mark_unmarked(catalog, record, known, set(by_id), unmarked, versions))
