@@ -711,6 +711,22 @@ def test_clash_in_the_store_keeps_the_store_file_and_registers_nothing(
         assert (tmp_path / "theirs.txt").read_bytes() == b"t" * size
 
 
+def test_a_file_where_a_store_folder_goes_is_a_clash_not_an_unreadable_drive(
+    drive, store, site_b
+):
+    """STORE/roadcam/1 was a file: the files to go under its subfolders were 'unreadable:
+    Not a directory', as if the drive were at fault."""
+    (store / "roadcam").mkdir()
+    (store / "roadcam" / "1").write_text("theirs")
+    result = ingest(site_b, [drive], store)
+    assert sorted((p.path, p.outcome) for p in result.problems) == [
+        (path, "clash") for path in sorted(data_files(drive))]
+    assert all(f"holds a different file at {store / 'roadcam' / '1'};" in p.detail
+               for p in result.problems)
+    assert (store / "roadcam" / "1").read_text() == "theirs"
+    assert result.registered == [] and versions_of(site_b) == []
+
+
 def test_duplicate_is_never_linked_to_a_clashing_store_file(tmp_path, store, site_b):
     source = tmp_path / "src"
     source.mkdir()

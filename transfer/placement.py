@@ -172,7 +172,7 @@ class Placer:
                 self.outcome.copied_bytes += item.result.copied
                 self.outcome.reused_bytes += item.result.reused
                 self._remember(item.final, item.digest, item.stat)
-            elif isinstance(exc, FileExistsError):
+            elif isinstance(exc, FileExistsError | NotADirectoryError):  # a file in the way
                 Path(item.tmp).unlink(missing_ok=True)
                 self._clash(Path(item.final), item.token)
             else:
@@ -245,10 +245,11 @@ class Placer:
         return candidate if stat.S_ISREG(info.st_mode) and info.st_size == size else None
 
     def _clash(self, target: Path, drive_path: str) -> int:
+        in_the_way = _in_the_way(self.store, target)
         self._problem(
             target.relative_to(self.store).as_posix(),
             "clash",
-            f"the store already holds a different file at {target}; it was not replaced "
+            f"the store already holds a different file at {in_the_way}; it was not replaced "
             f"by {self.drive / drive_path}",
         )
         return 0
@@ -328,6 +329,17 @@ def store_unwritable(store: Path, why: str) -> SourceError:
         path=str(store),
         hint="check its permissions and mount options; nothing was copied",
     )
+
+
+def _in_the_way(store: Path, target: Path) -> Path:
+    """What keeps `target` from being placed: a file where one of its folders goes (from
+    the store down), else the target itself."""
+    for folder in reversed(target.parents):
+        if folder.is_relative_to(store) and folder != store and os.path.lexists(folder) and (
+            not folder.is_dir()
+        ):
+            return folder
+    return target
 
 
 def _inside(store: str, target: str) -> bool:
