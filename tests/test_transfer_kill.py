@@ -222,3 +222,24 @@ def test_a_second_ingest_into_a_busy_store_waits_its_turn(site, tmp_path):
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, (out, err)
     assert "registered field@1" in out
+
+
+def test_a_second_pack_onto_a_busy_drive_waits_its_turn(site, tmp_path):
+    """The same pack run twice at once wrote the same temporary copies and metadata: one
+    died mid-seal with an internal error. The first is paused mid-copy (SIGSTOP)."""
+    drive = tmp_path / "d1"
+    drive.mkdir()
+    first = _start(site, "pack", "field", "--to", drive, "--shipment", "busy")
+    try:
+        deadline = time.monotonic() + 60
+        while not any(_partials(drive).values()):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.001)
+        first.send_signal(signal.SIGSTOP)
+        with pytest.raises(CatalogBusyError, match="another sneakernet pack is writing"):
+            pack(site, ["field"], [drive], shipment="busy")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, (out, err)
+    assert verify([drive]).whole

@@ -27,3 +27,7 @@ class NoSpaceError(SneakernetError):
 
 class StoreBusyError(CatalogBusyError):
     """Another process is ingesting into the same store (the receive service retries later)."""
+
+
+class DriveBusyError(CatalogBusyError):
+    """Another pack is writing the same drive."""

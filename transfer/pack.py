@@ -35,7 +35,13 @@ from sneakernet.transfer.marking import (
     mark_drives,
     mark_unmarked,
 )
-from sneakernet.transfer.packdrive import DriveOutcome, FileProblem, Interrupted, pack_drive
+from sneakernet.transfer.packdrive import (
+    DriveOutcome,
+    FileProblem,
+    Interrupted,
+    drive_lock,
+    pack_drive,
+)
 from sneakernet.transfer.plan import DriveTarget, Plan, describe_target, make_plan
 from sneakernet.transfer.replan import reassign_full_drives
 from sneakernet.transfer.sealing import seal_drive, shipment_versions
@@ -109,7 +115,8 @@ def pack(
     started = time.monotonic()
     targets = _targets(drives, fs_type, capacity)
     marked = _marked_drives(targets)
-    with tempfile.TemporaryDirectory(prefix="sneakernet-pack-") as tmp:
+    locks = contextlib.ExitStack()
+    with locks, tempfile.TemporaryDirectory(prefix="sneakernet-pack-") as tmp:
         work = Path(tmp)
         if not marked and adopt(catalog, targets, shipment):
             marked = _marked_drives(targets)
@@ -131,12 +138,14 @@ def pack(
         if result.sealed:  # a re-run after the pack finished: nothing to do
             result.seconds = time.monotonic() - started
             return result
+        for root in mounts.values():  # held through the copies and the seal
+            locks.enter_context(drive_lock(root))
         _copy_all(catalog, result, mounts, work, progress)
-    if not result.problems and not result.full_drives:
-        _seal_all(catalog, result, mounts)
-    else:
-        for outcome in result.full_drives:
-            _log(catalog, result, "drive-full", mounts[outcome.number], outcome)
+        if not result.problems and not result.full_drives:
+            _seal_all(catalog, result, mounts)
+        else:
+            for outcome in result.full_drives:
+                _log(catalog, result, "drive-full", mounts[outcome.number], outcome)
     result.seconds = time.monotonic() - started
     return result
 
