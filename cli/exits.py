@@ -15,6 +15,6 @@ class ExitStatus(IntEnum):
     CATALOG = 6  # the catalog file is unusable (newer schema, not a catalog)
     SOURCE = 7  # the folder or file given cannot be used
     DRIVE = 8  # a drive is not a sneakernet drive, or is malformed, tampered or hostile
-    NO_SPACE = 9  # the shipment does not fit on the drives, or a drive (or scan's disk) filled up
+    NO_SPACE = 9  # the shipment does not fit, or a drive, the store or scan's disk filled up
     PLAN_REFUSED = 10  # names or sizes the target drives cannot hold; nothing was written
     INTERRUPTED = 130  # stopped by Ctrl-C; rerun to finish, finished work is kept

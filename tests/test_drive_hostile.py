@@ -25,9 +25,9 @@ import pytest
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.scan import scan
+from sneakernet.transfer import batching, fsio
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import drivemanifests as manifests
-from sneakernet.transfer import fsio
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.ingest import ingest
 from sneakernet.transfer.pack import pack
@@ -36,6 +36,7 @@ from sneakernet.transfer.verify import verify
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
 from transfer_fixtures import (
     EXIT_DRIVE,
+    EXIT_NO_SPACE,
     EXIT_PROBLEMS,
     EXIT_SOURCE,
     assert_error_line,
@@ -51,6 +52,7 @@ from transfer_fixtures import (
     set_column,
     snapshot,
     versions_of,
+    without_root_read_powers,
     xxh,
 )
 
@@ -142,6 +144,37 @@ def test_good_drive_verifies_ingests_and_passes_xxhsum(drive, store, site_b):
     for path in data_files(drive):
         assert xxh(store / path) == xxh(drive / path)
         assert os.stat(store / path).st_mode & 0o222 == 0  # read-only
+
+
+def test_an_ext4_lost_and_found_does_not_spoil_a_users_verify(drive, tmp_path):
+    """Every ext4 drive has a lost+found only root may read: a user's verify of a whole
+    drive said 'NOT whole; 1 unreadable lost+found', exit 3."""
+    found, locked = drive / "lost+found", drive / "roadcam" / "locked"  # locked still counts
+    for folder in (found, locked):
+        folder.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(folder, 54321, 54321)  # not ours, as root's lost+found is not a user's
+    preexec = without_root_read_powers if os.geteuid() == 0 else None
+    probe = subprocess.run(["ls", found], capture_output=True, preexec_fn=preexec)
+    if probe.returncode == 0:
+        pytest.skip("cannot make a folder unreadable here")
+    proc = run_cli("--catalog", tmp_path / "v.duckdb", "verify", drive, "--json",
+                   preexec_fn=preexec)
+    assert proc.returncode == EXIT_PROBLEMS, proc
+    [report] = json.loads(proc.stdout)["drives"]
+    assert report["counts"]["ok"] == 10 and report["seal_ok"]
+    assert [(f["path"], f["outcome"]) for f in report["findings"]] == [
+        ("roadcam/locked", "unreadable")]
+
+
+def test_a_drive_given_through_a_link_to_its_mount_point_is_read(drive, store, site_b, tmp_path):
+    """The mount point as typed (/media/usb -> /run/media/...) is the operator's word, not
+    the drive's: every file was 'unreadable' to verify and 'corrupt' to ingest."""
+    os.symlink(drive, tmp_path / "usb")
+    report = verify_one(tmp_path / "usb")
+    assert report.whole and report.counts["ok"] == 10
+    result = ingest(site_b, [tmp_path / "usb"], store)
+    assert result.registered == ["roadcam@1"] and not result.problems
 
 
 def test_bit_flip_in_a_data_file_fails_xxhsum_verify_and_ingest(drive, store, site_b):
@@ -249,6 +282,30 @@ def test_special_file_on_the_drive_is_reported_without_blocking(drive, store, si
     result = in_thread(lambda: ingest(site_b, [drive], store))
     assert [p.path for p in result.problems] == [NOTES]
     assert not os.path.lexists(store / NOTES) and versions_of(site_b) == []
+
+
+def test_device_node_as_drive_metadata_is_refused_without_reading_it_forever(golden, tmp_path):
+    """A /dev/zero twin under a sealed name: hashing it for the seal never ended (the CLI
+    runs in subprocesses so that a hang fails the test rather than blocking it)."""
+    drives = []
+    for i, name in enumerate((fmt.PLAIN_MANIFEST, fmt.MANIFEST_FILE)):
+        drives.append(copy_drive(golden, tmp_path / f"d{i}"))
+        os.unlink(drives[-1] / name)
+        try:
+            os.mknod(drives[-1] / name, stat.S_IFCHR | 0o644, os.makedev(1, 5))
+        except PermissionError:
+            pytest.skip("cannot make a device node here")
+    store = tmp_path / "store"
+    store.mkdir()
+    ver, *ings = run_cli_many(
+        ["--catalog", tmp_path / "v.duckdb", "verify", *drives],
+        *(["--catalog", tmp_path / f"i{i}.duckdb", "ingest", d, "--store", store]
+          for i, d in enumerate(drives)), timeout=20)
+    assert ver.returncode in (EXIT_PROBLEMS, EXIT_DRIVE) and b"Traceback" not in ver.stderr
+    assert (ver.stdout + ver.stderr).count(b"not a regular file") == 2, ver
+    for ing in ings:
+        assert_error_line(ing, EXIT_DRIVE, "not a regular file")
+    assert list(store.iterdir()) == []
 
 
 class _OpenRecorder:
@@ -373,6 +430,31 @@ def test_metadata_that_lies_about_a_file_is_caught(drive, store, site_b, lie):
     assert result.registered == [] and not (store / NOTES).exists()
 
 
+def _listed_twice(table: pa.Table, key: str, name: str, **change) -> pa.Table:
+    rows = table.to_pylist()
+    twin = [{**row, **change} for row in rows if row[key] == name]
+    return pa.Table.from_pylist(rows + twin, schema=table.schema)
+
+
+def test_a_path_listed_twice_is_refused_not_registered_twice(
+    golden, drive, store, site_b, tmp_path, monkeypatch
+):
+    """The second row of a path in the index (another hash, not carried) found the first
+    row's copy already named and took it as its own: the version was registered with the
+    path twice, once under a hash its bytes never had. (Batches of one file: as in any
+    dataset of more than a batch, the first copy is named before the twin comes.)"""
+    monkeypatch.setattr(batching, "BATCH_FILES", 1)
+    clip = "cam1/clip_h264.mp4"
+    rewrite_parquet(drive, fmt.INDEX_FILE, lambda t: _listed_twice(
+        t, "path", clip, hash="0" * 32, carried=False))
+    assert_refused_untouched(drive, store, site_b, "listed twice", repr(f"roadcam/1/{clip}"))
+    assert "listed twice" in verify_one(drive).error
+    copy_of = copy_drive(golden, tmp_path / "other")
+    rewrite_parquet(copy_of, fmt.MANIFEST_FILE, lambda t: _listed_twice(t, "drive_path", NOTES))
+    report = verify_one(copy_of)  # it counted the file twice, 11 ok and whole
+    assert not report.whole and "listed twice" in report.error and repr(NOTES) in report.error
+
+
 # --------------------------------------------------------------------------- malformed metadata
 
 
@@ -409,6 +491,10 @@ _BAD_DRIVES = {
     "a_list": (_raw_doc(b"[1, 2, 3]"), "malformed drive metadata"),
     "huge": (_raw_doc(b'{"pad": "' + b"x" * (10 << 20) + b'"}'), "larger than"),
     "unsealed": (_set_doc(lambda d: d.update(state="packing")), "never sealed"),
+    # (these two were whole to verify; ingest waited forever, or died with exit 1)
+    "beyond_of": (_set_doc(lambda d: d["drive"].update(number=3)), "drive 3 of 1"),
+    "version_twice": (_set_doc(lambda d: d.update(versions=d["versions"] * 2)),
+                      "a version listed twice"),
     "meta_link": (_meta_is_a_link, "not a sneakernet drive"),
     "no_drive_json": (_no_drive_json, "has no .sneakernet/drive.json"),
 }
@@ -625,6 +711,22 @@ def test_clash_in_the_store_keeps_the_store_file_and_registers_nothing(
         assert (tmp_path / "theirs.txt").read_bytes() == b"t" * size
 
 
+def test_a_file_where_a_store_folder_goes_is_a_clash_not_an_unreadable_drive(
+    drive, store, site_b
+):
+    """STORE/roadcam/1 was a file: the files to go under its subfolders were 'unreadable:
+    Not a directory', as if the drive were at fault."""
+    (store / "roadcam").mkdir()
+    (store / "roadcam" / "1").write_text("theirs")
+    result = ingest(site_b, [drive], store)
+    assert sorted((p.path, p.outcome) for p in result.problems) == [
+        (path, "clash") for path in sorted(data_files(drive))]
+    assert all(f"holds a different file at {store / 'roadcam' / '1'};" in p.detail
+               for p in result.problems)
+    assert (store / "roadcam" / "1").read_text() == "theirs"
+    assert result.registered == [] and versions_of(site_b) == []
+
+
 def test_duplicate_is_never_linked_to_a_clashing_store_file(tmp_path, store, site_b):
     source = tmp_path / "src"
     source.mkdir()
@@ -643,6 +745,56 @@ def test_duplicate_is_never_linked_to_a_clashing_store_file(tmp_path, store, sit
     copy = store / "roadcam" / "2" / "notes.txt"
     assert not copy.exists() or copy.read_text() == "the real notes\n"
     assert "roadcam@2" not in result.registered or copy.read_text() == "the real notes\n"
+
+
+# The CLI with a store that fills up: writes to the copies being made (`*.part`) fail with
+# ENOSPC once the budget (argv[1], bytes) is spent, as the kernel's would.
+_FULL_STORE = """
+import errno, os, sys
+real, budget = os.write, [int(sys.argv.pop(1))]
+def write(fd, data):
+    if os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
+        budget[0] -= len(data)
+        if budget[0] < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd, data)
+os.write = write
+from sneakernet.cli.launch import main
+main()
+"""
+
+
+def test_a_full_store_stops_ingest_with_exit_9_and_the_rerun_finishes(drive, store, site_b):
+    """Every file after the store filled up was reported 'unreadable' (the drive blamed,
+    its version 'corrupt on the drive'), exit 3, and ingest read on through the drive."""
+    full = subprocess.run(
+        [sys.executable, "-c", _FULL_STORE, str(400 << 10), "--catalog", site_b.path,
+         "ingest", drive, "--store", store], capture_output=True, timeout=60)
+    assert_error_line(full, EXIT_NO_SPACE, "the store is full", "No space left on device")
+    assert b"unreadable" not in full.stdout and versions_of(site_b) == []
+    placed = store_files(store)
+    assert 0 < len(placed) < 10
+    result = ingest(site_b, [drive], store)
+    assert result.registered == ["roadcam@1"] and not result.problems
+    assert result.drives[0].present_files == len(placed)  # kept, not copied again
+    assert store_files(store) == sorted(data_files(drive))
+
+
+def test_a_read_only_store_is_a_clear_error_not_an_internal_one(drive, store, tmp_path):
+    """It was 'internal error: PermissionError ... .sneakernet' with exit 1 (a bug)."""
+    store.chmod(0o555)
+    preexec = without_root_read_powers if os.geteuid() == 0 else None
+    try:
+        probe = subprocess.run(["touch", store / "probe"], capture_output=True,
+                               preexec_fn=preexec)
+        if probe.returncode == 0:
+            pytest.skip("cannot make a folder read-only here")
+        proc = run_cli("--catalog", tmp_path / "b.duckdb", "ingest", drive, "--store", store,
+                       preexec_fn=preexec)
+    finally:
+        store.chmod(0o755)
+    assert_error_line(proc, EXIT_SOURCE, "cannot write to the store", str(store))
+    assert list(store.iterdir()) == []
 
 
 def test_ingest_needs_an_existing_store_folder(drive, tmp_path):

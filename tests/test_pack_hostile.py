@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import SourceError, UsageError
 from sneakernet.catalog.scan import scan
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import fsnames
@@ -288,6 +289,57 @@ def test_sources_changed_after_the_scan_are_reported_not_shipped(sample_tree, tm
     assert_error_line(ing, EXIT_DRIVE, "never sealed")
     assert "never sealed" in verify([drive]).drives[0].error
     assert list(store.iterdir()) == [] and versions_of(Catalog(tmp_path / "b.duckdb")) == []
+
+
+def test_a_drive_already_holding_a_version_folder_is_refused_before_writing(tmp_path):
+    """A foreign file of the right size at a planned name (a drive reused from an older
+    shipment) was taken as copied by an earlier run: never read, sealed as the catalogued
+    content, and only the receiving site's verify found it corrupt."""
+    root = make_tree(tmp_path / "src", ["notes.txt", "clip.bin"])
+    catalog = scanned(tmp_path, root, "roadcam")
+    drive = empty_drive(tmp_path / "drive")
+    foreign = drive / "roadcam" / "1" / "notes.txt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"x" * (root / "notes.txt").stat().st_size)
+    with pytest.raises(SourceError, match="already holds roadcam/1") as caught:
+        pack(catalog, ["roadcam"], [drive], shipment="reused")
+    assert caught.value.hint and "nothing was written" in caught.value.hint
+    assert sorted(p.relative_to(drive).as_posix() for p in drive.rglob("*")) == [
+        "roadcam", "roadcam/1", "roadcam/1/notes.txt"]
+    assert shipments(catalog) == 0
+
+
+def test_a_drive_inside_the_source_or_holding_it_is_refused(tmp_path):
+    """A drive holding the dataset (its data kept on the drive itself) got the copies
+    written into the dataset's own folder (roadcam/1/... inside roadcam/) and was sealed
+    though its verify could never be whole (the sources were extras); a drive inside the
+    dataset put the copies and .sneakernet/ into it, for its next scan to pick up."""
+    media = tmp_path / "media"
+    root = make_tree(media / "roadcam", ["a.txt", "sub/b.txt"])
+    catalog = scanned(tmp_path, root, "roadcam")
+    inside = empty_drive(root / "drive")
+    before = sorted(p.relative_to(media).as_posix() for p in media.rglob("*"))
+    for drive in (media, inside):
+        with pytest.raises(SourceError, match="one inside the other"):
+            pack(catalog, ["roadcam"], [drive], shipment="overlap")
+    assert sorted(p.relative_to(media).as_posix() for p in media.rglob("*")) == before
+    assert shipments(catalog) == 0
+
+
+def test_packing_other_versions_onto_a_sealed_drive_is_refused_not_called_done(tmp_path):
+    """`pack roadcam@2 --to d1` with d1 still sealed for an older shipment of roadcam@1
+    took it for a re-run of that shipment: exit 0, 'shipment first packed and sealed',
+    and roadcam@2 was never packed."""
+    root = make_tree(tmp_path / "src", ["a.txt"])
+    catalog = scanned(tmp_path, root, "roadcam")
+    drive = empty_drive(tmp_path / "drive")
+    assert pack(catalog, ["roadcam@1"], [drive], shipment="first").sealed
+    make_tree(root, ["a.txt", "b.txt"])
+    scan(catalog, root, "roadcam")
+    with pytest.raises(UsageError, match=r"marked for shipment 'first' of roadcam@1, not of "
+                                         r"roadcam@2"):
+        pack(catalog, ["roadcam@2"], [drive])
+    assert pack(catalog, ["roadcam@1"], [drive]).sealed  # the same command: still a re-run
 
 
 def test_unreadable_source_is_reported_unreadable(tmp_path):

@@ -27,6 +27,7 @@ from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer.custody import shipment_history
 from sneakernet.transfer.pack import pack
 from sneakernet.transfer.receive import receive
+from sneakernet.transfer.receive_report import write_report
 
 SPLIT = 400 << 10  # as in test_transfer.py: the sample needs both drives at this size
 BIG = 64 << 20
@@ -359,3 +360,15 @@ def test_the_library_verb_alone_writes_json_and_html_reports(two_drives, site_b)
         "ingested", "ingested"]
     assert [n.kind for n in notices if n.kind in ("received", "ingested")] == [
         "received", "ingested", "received", "ingested"]
+
+
+def test_reports_of_one_drive_in_one_second_list_in_the_order_written(tmp_path):
+    """A quick restart writes a drive's second report in the same second: it was named
+    '<base>-2.json', which sorts before '<base>.json', so the listing (and this module's
+    _reports()[-1], now and then) gave the older report as the latest."""
+    outcome = {"shipment": "to-b", "number": 1, "ingest": None, "verify": None}
+    for _ in range(3):  # the two calls fall in one second, unless a second boundary parts them
+        written = [write_report(tmp_path, tmp_path, dict(outcome, step=i))[0] for i in range(3)]
+        if len({re.sub(r"(_\d+|-\d+)?\.json$", "", p) for p in written}) == 1:
+            break
+    assert sorted(written) == written, written

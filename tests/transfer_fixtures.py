@@ -52,8 +52,9 @@ def run_cli_many(*argvs: list, timeout: float = 60, preexec_fn=None):
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+            for hung in procs:  # none is left behind, busy, after the test fails
+                hung.kill()
+                hung.communicate()
             pytest.fail(f"{argv} did not finish within {timeout} s")
         done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
     return done

@@ -10,9 +10,11 @@ data with no sneakernet installed. The contracts are in schemas/
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -193,7 +195,18 @@ def read_drive(root: Path) -> DriveInfo:
             hint="upgrade sneakernet on this machine",
         )
     _validate(doc, root / DRIVE_FILE)
-    return DriveInfo(root, doc)
+    # What JSON Schema cannot say: drive N of M, each version once.
+    info = DriveInfo(root, doc)
+    pairs = [(v["dataset"], v["version"]) for v in doc["versions"]]
+    twice = len(pairs) - len(set(pairs))
+    if info.number > info.of or twice:
+        why = f"drive {info.number} of {info.of}" if twice == 0 else "a version listed twice"
+        raise DriveError(
+            f"malformed drive metadata ({why})",
+            path=str(root / DRIVE_FILE),
+            hint="the drive was not written by this sneakernet format, or was edited",
+        )
+    return info
 
 
 def read_metadata_bytes(root: Path, name: str, limit: int = MAX_METADATA_JSON) -> bytes:
@@ -205,6 +218,8 @@ def read_metadata_bytes(root: Path, name: str, limit: int = MAX_METADATA_JSON) -
     except OSError as exc:
         raise DriveError(f"cannot read {name} ({exc.strerror})", path=str(root / name)) from exc
     with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DriveError(f"{name} is not a regular file", path=str(root / name))
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise DriveError(f"{name} is larger than {limit} bytes", path=str(root / name))
@@ -219,6 +234,9 @@ def _hash_metadata_file(path: Path) -> dict:
     size = 0
     fd = os.open(path, READ_FLAGS)
     with os.fdopen(fd, "rb", buffering=0) as handle:
+        # A device node (a /dev/zero twin) on a hostile drive would be read forever.
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         while chunk := handle.read(1 << 20):
             hasher.update(chunk)
             size += len(chunk)

@@ -9,14 +9,17 @@ declares, carried copies sit at <dataset>/<version>/<path>.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sneakernet.catalog import durable
+from sneakernet.catalog.db import sql_path
 from sneakernet.catalog.errors import SneakernetError
 from sneakernet.catalog.refs import check_dataset_name
 from sneakernet.transfer.driveformat import (
@@ -98,6 +101,8 @@ def read_manifest(
     """
     path = root / name
     if path.is_symlink() or not path.is_file():
+        if os.path.lexists(path):  # a link or special file: never followed, never opened
+            raise DriveError(f"{name} is not a regular file", path=str(path))
         raise DriveError(f"the drive has no {name}", path=str(root))
     try:
         parquet = pq.ParquetFile(path)
@@ -163,7 +168,31 @@ def export_drive(info: DriveInfo, work: Path) -> dict[str, Path]:
                 if name == INDEX_FILE:
                     _check_drive_numbers(batch, info)
                 writer.write_batch(batch)
+    _check_unique(info, out, work)
     return out
+
+
+# What names one row: listed twice, a path would be placed once yet registered twice
+# (once with a hash its bytes were never checked against).
+_KEYS = {INDEX_FILE: "dataset, version, path", MANIFEST_FILE: "drive_path"}
+
+
+def _check_unique(info: DriveInfo, out: dict[str, Path], work: Path) -> None:
+    con = duckdb.connect(config={"memory_limit": "128MB", "temp_directory": str(work)})
+    try:
+        for name, key in _KEYS.items():
+            row = con.execute(
+                f"SELECT {key} FROM read_parquet({sql_path(out[name])})"
+                " GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
+            ).fetchone()
+            if row:
+                twice = "/".join(str(part) for part in row)
+                raise DriveError(
+                    f"hostile manifest: {twice[:200]!r} is listed twice",
+                    path=str(info.root / name),
+                )
+    finally:
+        con.close()
 
 
 def _check_drive_numbers(batch: pa.RecordBatch, info: DriveInfo) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sneakernet.catalog.errors import SneakernetError
+from sneakernet.catalog.errors import CatalogBusyError, SneakernetError
 
 
 class DriveError(SneakernetError):
@@ -19,6 +19,15 @@ class DriveError(SneakernetError):
 
 
 class NoSpaceError(SneakernetError):
-    """The shipment does not fit on the drives given, or a drive filled up while packing."""
+    """The shipment does not fit on the drives given, or a drive (packing) or the store
+    (ingesting) filled up."""
 
     exit_code = 9
+
+
+class StoreBusyError(CatalogBusyError):
+    """Another process is ingesting into the same store (the receive service retries later)."""
+
+
+class DriveBusyError(CatalogBusyError):
+    """Another pack is writing the same drive."""

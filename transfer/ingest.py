@@ -28,7 +28,7 @@ from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import drivemanifests as manifests
 from sneakernet.transfer.errors import DriveError
 from sneakernet.transfer.packdrive import FileProblem
-from sneakernet.transfer.placement import Placer
+from sneakernet.transfer.placement import Placer, store_lock, store_unwritable
 from sneakernet.transfer.registration import register_complete_versions, remember_drive
 
 PROGRESS_SECONDS = 0.05
@@ -123,7 +123,14 @@ def _check_store(store: Path) -> Path:
             path=str(store),
             hint="create it first (mkdir), or give the right --store",
         )
-    return Path(os.path.realpath(store))
+    real = Path(os.path.realpath(store))
+    # Asked before any drive is read, and without writing (a refused drive leaves the
+    # store as it was): may we write in the folder where our work folder is, or will be?
+    work = real / fmt.PARTIAL_DIR
+    folder = next(p for p in (work, work.parent, real) if p.is_dir())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise store_unwritable(store, "no write permission, or a read-only mount")
+    return real
 
 
 def _open_drive(root: Path) -> fmt.DriveInfo:
@@ -186,19 +193,20 @@ def _ingest_drive(
                 shown[0], shown[1] = now, done[1]
                 show()
 
-        placer = Placer(catalog, root, store, outcome, on_bytes=tick)
-        try:
-            for passes in ("carried", "others"):
-                cursor = con.cursor()
-                cursor.execute(_PASS_SQL[passes], [info.number])
-                while rows := cursor.fetchmany(2048):
-                    for row in rows:
-                        read = placer.place(row, own_drive=row[4] == info.number)
-                        done[0] += 1
-                        tick(read)
-            show()
-        finally:
-            placer.flush()  # hashes of what is in the store, kept even when stopped
+        with store_lock(store):
+            placer = Placer(catalog, root, store, outcome, on_bytes=tick)
+            try:
+                for passes in ("carried", "others"):
+                    cursor = con.cursor()
+                    cursor.execute(_PASS_SQL[passes], [info.number])
+                    while rows := cursor.fetchmany(2048):
+                        for row in rows:
+                            read = placer.place(row, own_drive=row[4] == info.number)
+                            done[0] += 1
+                            tick(read)
+                show()
+            finally:
+                placer.flush()  # hashes of what is in the store, kept even when stopped
     finally:
         con.close()
         outcome.seconds = time.monotonic() - started

@@ -27,8 +27,21 @@ from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import shipment as ship
 from sneakernet.transfer.errors import DriveError
-from sneakernet.transfer.marking import adopt, drive_facts, mark_drives
-from sneakernet.transfer.packdrive import DriveOutcome, FileProblem, Interrupted, pack_drive
+from sneakernet.transfer.marking import (
+    adopt,
+    check_fresh,
+    check_same_versions,
+    drive_facts,
+    mark_drives,
+    mark_unmarked,
+)
+from sneakernet.transfer.packdrive import (
+    DriveOutcome,
+    FileProblem,
+    Interrupted,
+    drive_lock,
+    pack_drive,
+)
 from sneakernet.transfer.plan import DriveTarget, Plan, describe_target, make_plan
 from sneakernet.transfer.replan import reassign_full_drives
 from sneakernet.transfer.sealing import seal_drive, shipment_versions
@@ -102,12 +115,13 @@ def pack(
     started = time.monotonic()
     targets = _targets(drives, fs_type, capacity)
     marked = _marked_drives(targets)
-    with tempfile.TemporaryDirectory(prefix="sneakernet-pack-") as tmp:
+    locks = contextlib.ExitStack()
+    with locks, tempfile.TemporaryDirectory(prefix="sneakernet-pack-") as tmp:
         work = Path(tmp)
         if not marked and adopt(catalog, targets, shipment):
             marked = _marked_drives(targets)
         if marked:
-            result, mounts = _resume(catalog, marked, targets, shipment)
+            result, mounts = _resume(catalog, marked, targets, shipment, refs)
         else:
             result, mounts = _start(
                 catalog,
@@ -124,12 +138,14 @@ def pack(
         if result.sealed:  # a re-run after the pack finished: nothing to do
             result.seconds = time.monotonic() - started
             return result
+        for root in mounts.values():  # held through the copies and the seal
+            locks.enter_context(drive_lock(root))
         _copy_all(catalog, result, mounts, work, progress)
-    if not result.problems and not result.full_drives:
-        _seal_all(catalog, result, mounts)
-    else:
-        for outcome in result.full_drives:
-            _log(catalog, result, "drive-full", mounts[outcome.number], outcome)
+        if not result.problems and not result.full_drives:
+            _seal_all(catalog, result, mounts)
+        else:
+            for outcome in result.full_drives:
+                _log(catalog, result, "drive-full", mounts[outcome.number], outcome)
     result.seconds = time.monotonic() - started
     return result
 
@@ -162,6 +178,7 @@ def _start(
     dry_run: bool,
 ) -> tuple[PackResult, dict[int, Path]]:
     plan = make_plan(catalog, refs, targets, work)
+    check_fresh([t.path for t in targets], plan.versions)
     name = shipment or _default_name(plan)
     if dry_run:
         site = from_site or custody.site_name(catalog)
@@ -198,6 +215,7 @@ def _resume(
     marked: dict[Path, fmt.DriveInfo],
     targets: list[DriveTarget],
     shipment: str | None,
+    refs: list[str],
 ) -> tuple[PackResult, dict[int, Path]]:
     ids = {info.shipment_id for info in marked.values()}
     if len(ids) > 1:
@@ -208,6 +226,7 @@ def _resume(
     with catalog.read() as con:
         record = ship.find_shipment(con, shipment_id)
         known = ship.drives_of(con, shipment_id) if record else []
+        versions = shipment_versions(con, shipment_id)
     if record is None:
         any_drive = next(iter(marked))
         raise DriveError(
@@ -221,7 +240,11 @@ def _resume(
             f"the drives are marked for shipment {record.name!r}, not {shipment!r}",
             hint="drop --shipment to resume it, or use empty drives",
         )
+    with catalog.read() as con:
+        check_same_versions(con, refs, record, versions)
     by_id = {info.drive_id: path for path, info in marked.items()}
+    unmarked = [t.path for t in targets if t.path not in marked]
+    by_id.update(mark_unmarked(catalog, record, known, set(by_id), unmarked, versions))
     missing = [d for d in known if d.drive_id not in by_id and d.seal is None]
     if missing:
         raise UsageError(
@@ -230,11 +253,11 @@ def _resume(
             hint="give every drive of the shipment with --to",
         )
     mounts = {d.number: by_id[d.drive_id] for d in known if d.drive_id in by_id}
-    fresh = [t for t in targets if t.path not in marked]
+    taken = set(by_id.values())
+    fresh = [t for t in targets if t.path not in taken]
+    check_fresh([t.path for t in fresh], versions)
     record, new_mounts = reassign_full_drives(catalog, record, mounts, fresh)
     if new_mounts:
-        with catalog.read() as con:
-            versions = shipment_versions(con, shipment_id)
         mark_drives(catalog, record, new_mounts, versions)
         mounts.update(new_mounts)
     with catalog.read() as con:

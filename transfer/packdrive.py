@@ -10,11 +10,13 @@ continued (copier.start_copy); a big one is read back while it is written
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 from sneakernet.catalog.hashing import aligned_buffer
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
+from sneakernet.transfer.errors import DriveBusyError
 from sneakernet.transfer.fsio import READ_FLAGS
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -66,6 +69,29 @@ class Interrupted(Exception):
 
 
 Tick = Callable[[int, int], None]  # (files done delta, bytes done delta)
+
+
+@contextmanager
+def drive_lock(root: Path) -> Iterator[None]:
+    """One pack writing a drive at a time. Two (the same command run twice) wrote the same
+    temporary copies and metadata files: one died mid-seal ('internal error'), and the
+    drive's seal could be taken over metadata the other was still writing. The lock is
+    on the drive's .sneakernet folder itself (no file left on the drive) and dies with
+    its process; where the file system has no flock, packing goes on without it."""
+    fd = os.open(root / fmt.META_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DriveBusyError(
+                "another sneakernet pack is writing this drive", path=str(root),
+                hint="wait for it to finish; run the same command again if it stopped",
+            ) from exc
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def pack_drive(

@@ -9,23 +9,27 @@ when an earlier, interrupted run already put it there.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sneakernet.catalog.db import Catalog
+from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.hashcache import store_cached_hashes
 from sneakernet.catalog.hashing import aligned_buffer, hash_file
 from sneakernet.transfer import batching, copier
 from sneakernet.transfer import driveformat as fmt
-from sneakernet.transfer.errors import DriveError
+from sneakernet.transfer.errors import DriveError, NoSpaceError, StoreBusyError
 from sneakernet.transfer.fsio import FolderCache, folder_names
 from sneakernet.transfer.packdrive import FileProblem
 
 FLUSH_SECONDS = 5.0
 _NOT_A_FILE = (errno.ELOOP, errno.ENOTDIR, errno.EINVAL)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 READ_ONLY = 0o444
 
 
@@ -41,7 +45,10 @@ class Placer:
         self.catalog, self.drive, self.store, self.outcome = catalog, drive, store, outcome
         self.on_bytes = on_bytes  # called as bytes are read, so a stop need not wait a file
         self.partial = store / fmt.PARTIAL_DIR
-        self.partial.mkdir(parents=True, exist_ok=True)
+        try:
+            self.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # what ingest's check of the store could not foresee
+            raise store_unwritable(store, exc.strerror or str(exc)) from exc
         self.buffer = aligned_buffer(copier.BUFFER_SIZE)
         self.cache_rows: list[tuple[int, int, int, int, str]] = []
         self.flushed = time.monotonic()
@@ -50,7 +57,9 @@ class Placer:
         self.waiting_hashes: set[str] = set()  # ... and their content (one temporary name each)
         self.linked: list[str] = []  # folders of links whose names are not yet durable
         self.store_text, self.partial_text = str(store), str(self.partial)
-        self.folders = FolderCache(drive, listed=True)  # the drive's files come in path order
+        # The drive's files come in path order. Its mount point as given may be a link (it
+        # is the operator's word, not the drive's); links under it are never followed.
+        self.folders = FolderCache(Path(os.path.realpath(drive)), listed=True)
         # The names in the store folder targets go to now: one listing per folder, not
         # a look-up per file (targets come grouped by folder, and each comes once).
         self.listed_folder: str | None = None
@@ -82,6 +91,9 @@ class Placer:
                 copier.link_no_replace(Path(source), Path(target), durable=False)
             except FileExistsError:
                 return self._clash(Path(target), drive_path)
+            except OSError as exc:
+                self._check_store_room(exc, drive_path)
+                raise
             self.outcome.linked_files += 1
             self.linked.append(os.path.dirname(target))
             if len(self.linked) >= batching.BATCH_FILES:
@@ -136,6 +148,7 @@ class Placer:
             self._problem(drive_path, "corrupt", f"the drive's copy {exc}; not ingested")
             return 0
         except OSError as exc:
+            self._check_store_room(exc, drive_path)
             self._check_drive_present()
             self._problem(drive_path, "unreadable", exc.strerror or str(exc))
             return 0
@@ -159,10 +172,11 @@ class Placer:
                 self.outcome.copied_bytes += item.result.copied
                 self.outcome.reused_bytes += item.result.reused
                 self._remember(item.final, item.digest, item.stat)
-            elif isinstance(exc, FileExistsError):
+            elif isinstance(exc, FileExistsError | NotADirectoryError):  # a file in the way
                 Path(item.tmp).unlink(missing_ok=True)
                 self._clash(Path(item.final), item.token)
             else:
+                self._check_store_room(exc, item.token)
                 self._check_drive_present()
                 self._problem(item.token, "unreadable", getattr(exc, "strerror", None) or str(exc))
 
@@ -187,6 +201,17 @@ class Placer:
         self.outcome.present_files += 1
         self._remember(target, digest)
         return size
+
+    def _check_store_room(self, exc: BaseException, drive_path: str) -> None:
+        """A full store is not a bad file: stop the ingest rather than blame every file left
+        on the drive (each reported 'unreadable', its version 'corrupt on the drive')."""
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise NoSpaceError(
+                f"the store is full ({exc.strerror}) while copying {drive_path}",
+                path=str(self.store),
+                hint="free space in the store and run the same command again; files already "
+                "in the store are kept and not copied again",
+            ) from exc
 
     def _check_drive_present(self) -> None:
         """A read that failed because the drive went away is not a bad file: stop the ingest."""
@@ -220,10 +245,11 @@ class Placer:
         return candidate if stat.S_ISREG(info.st_mode) and info.st_size == size else None
 
     def _clash(self, target: Path, drive_path: str) -> int:
+        in_the_way = _in_the_way(self.store, target)
         self._problem(
             target.relative_to(self.store).as_posix(),
             "clash",
-            f"the store already holds a different file at {target}; it was not replaced "
+            f"the store already holds a different file at {in_the_way}; it was not replaced "
             f"by {self.drive / drive_path}",
         )
         return 0
@@ -267,6 +293,53 @@ class Placer:
             store_cached_hashes(self.catalog, self.cache_rows)
             self.cache_rows = []
         self.flushed = time.monotonic()
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """One ingest into a store at a time. Two (the receive service and a hand-typed ingest
+    of the same drive) wrote the same temporary copies, named by content, each taking the
+    other's for a killed run's leftover: spurious 'No such file' problems, no version
+    registered, a read-only copy made writable. The lock dies with its process."""
+    path = store / fmt.META_DIR / "ingest.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise store_unwritable(store, exc.strerror or str(exc)) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise StoreBusyError(
+                f"process {holder} is ingesting into this store", path=str(store),
+                hint="wait for it to finish, then run the same command again",
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def store_unwritable(store: Path, why: str) -> SourceError:
+    return SourceError(
+        f"cannot write to the store ({why})",
+        path=str(store),
+        hint="check its permissions and mount options; nothing was copied",
+    )
+
+
+def _in_the_way(store: Path, target: Path) -> Path:
+    """What keeps `target` from being placed: a file where one of its folders goes (from
+    the store down), else the target itself."""
+    for folder in reversed(target.parents):
+        if folder.is_relative_to(store) and folder != store and os.path.lexists(folder) and (
+            not folder.is_dir()
+        ):
+            return folder
+    return target
 
 
 def _inside(store: str, target: str) -> bool:

@@ -25,7 +25,7 @@ from sneakernet.catalog.progress import ProgressEvent, ProgressFn
 from sneakernet.transfer import custody
 from sneakernet.transfer import driveformat as fmt
 from sneakernet.transfer import drivemanifests as manifests
-from sneakernet.transfer.errors import DriveError
+from sneakernet.transfer.errors import DriveError, NoSpaceError
 from sneakernet.transfer.ingest import IngestResult, ingest
 from sneakernet.transfer.receive_report import write_report
 from sneakernet.transfer.registration import remember_drive
@@ -246,7 +246,7 @@ class DriveReceiver:
             out.outcome, out.reason = "rejected", reason
             self._say(out, "rejected", f"not ingested: {reason}")
             return
-        except (DriveGone, OSError) as exc:
+        except (DriveGone, OSError, NoSpaceError) as exc:  # a full store: fix it, mount again
             self._cut_short(root, info, ident, out, "ingest", exc)
             return
         out.ingest = result.to_dict()

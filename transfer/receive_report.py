@@ -33,7 +33,9 @@ def write_report(store: Path, root: Path, outcome: dict) -> tuple[str, str]:
     n = 1
     while path.exists():  # the same drive twice in one second (a quick restart)
         n += 1
-        path = folder / f"{base}-{n}.json"
+        # '_' sorts after the '.' of the first one's '.json' ('-2' sorted before it), so
+        # the listing still reads as the history and the last name is the latest report.
+        path = folder / f"{base}_{n:02d}.json"
     part = outcome.get("ingest") or outcome.get("verify") or {}
     problems = part.get("problems") or part.get("findings") or []
     report = transfer_report(
