@@ -806,3 +806,23 @@ def test_ingest_needs_an_existing_store_folder(drive, tmp_path):
         ingest(Catalog(tmp_path / "b.duckdb"), [drive], tmp_path / "a-file")
     assert not (tmp_path / "nope").exists()
     assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_what_a_mac_or_windows_writes_on_a_drive_does_not_spoil_its_verify(drive, tmp_path):
+    """Plugged into a Mac or a Windows laptop on the way, a drive gains index, trash
+    and volume folders at its root and .DS_Store files where Finder looked: verify said
+    'NOT whole' (all extra). Those are passed over; anything else extra still counts."""
+    for name in (".Spotlight-V100/Store-V2/index", ".fseventsd/fseventsd-uuid",
+                 ".Trashes/501/old.mov", "System Volume Information/IndexerVolumeGuid",
+                 "$RECYCLE.BIN/desktop.ini", ".Trash-1000/files/x", ".DS_Store",
+                 "roadcam/1/.DS_Store", "roadcam/1/.fseventsd/not-at-the-root"):
+        (drive / name).parent.mkdir(parents=True, exist_ok=True)
+        (drive / name).write_bytes(b"os")
+    proc = run_cli("--catalog", tmp_path / "v.duckdb", "verify", drive, "--json")
+    [report] = json.loads(proc.stdout)["drives"]
+    assert [(f["path"], f["outcome"]) for f in report["findings"]] == [
+        ("roadcam/1/.fseventsd/not-at-the-root", "extra")]
+    (drive / "roadcam/1/.fseventsd/not-at-the-root").unlink()
+    whole = run_cli("--catalog", tmp_path / "v.duckdb", "verify", drive, "--json")
+    assert whole.returncode == 0, whole.stdout
+    assert json.loads(whole.stdout)["drives"][0]["counts"]["ok"] == 10

@@ -38,6 +38,16 @@ BUFFER_SIZE = 1 << 20
 # (Never a dataset's folder: dataset names have no '+'.) Files fsck put in it, when
 # they can be seen, are reported as extra like any other.
 LOST_FOUND = "lost+found"
+# What an operating system writes onto any drive it mounts, at the root (macOS
+# indexing, trash and event logs; Windows' volume information and recycle bin; a
+# Linux desktop's trash): plugging a drive into the courier's laptop must not make
+# it "NOT whole". Never a dataset's folder (dataset names do not start with '.' or
+# '$' and have no spaces). Finder's .DS_Store may be in any folder it showed.
+# Nothing is hidden from ingest by this: ingest takes only what the manifest lists.
+OS_HOUSEKEEPING = (".Spotlight-V100", ".fseventsd", ".Trashes", ".TemporaryItems",
+                   ".DocumentRevisions-V100", "System Volume Information", "$RECYCLE.BIN")
+OS_HOUSEKEEPING_PREFIXES = (".Trash-",)  # .Trash-1000: the trash of the user with uid 1000
+FINDER_FILE = ".DS_Store"
 
 
 @dataclass(slots=True)
@@ -186,6 +196,8 @@ def _compare(
     for problem in walked.problems:
         if problem.path == LOST_FOUND and problem.kind == "unreadable-folder":
             continue  # ext4's own, root's alone: every ext4 drive has one
+        if _housekeeping(problem.path):
+            continue
         rep.add(
             "extra" if problem.kind == "skipped" else "unreadable", problem.path, problem.message
         )
@@ -232,6 +244,20 @@ def _compare(
         con.close()
 
 
+def _housekeeping(path: str) -> bool:
+    """True for what an OS mounting the drive writes by itself (see OS_HOUSEKEEPING)."""
+    top = path.split("/", 1)[0]
+    return (top in OS_HOUSEKEEPING or top.startswith(OS_HOUSEKEEPING_PREFIXES)
+            or path.rsplit("/", 1)[-1] == FINDER_FILE)
+
+
+_HOUSEKEEPING_SQL = " OR ".join(  # the same test on the walk's rows w
+    [f"split_part(w.path, '/', 1) = '{name}'" for name in OS_HOUSEKEEPING]
+    + [f"starts_with(w.path, '{prefix}')" for prefix in OS_HOUSEKEEPING_PREFIXES]
+    + [f"w.path = '{FINDER_FILE}' OR ends_with(w.path, '/{FINDER_FILE}')"]
+)
+
+
 def _differences(con: duckdb.DuckDBPyConnection, rep: DriveReport) -> None:
     queries = (
         (
@@ -251,7 +277,8 @@ def _differences(con: duckdb.DuckDBPyConnection, rep: DriveReport) -> None:
             "extra",
             "SELECT w.path, 'not in the manifest'"
             " || CASE WHEN w.kind = 'symlink' THEN ' (a symlink, not followed)' ELSE '' END"
-            " FROM w ANTI JOIN m ON w.path = m.drive_path ORDER BY 1",
+            f" FROM w ANTI JOIN m ON w.path = m.drive_path WHERE NOT ({_HOUSEKEEPING_SQL})"
+            " ORDER BY 1",
         ),
     )
     for outcome, sql in queries:
