@@ -826,3 +826,21 @@ def test_what_a_mac_or_windows_writes_on_a_drive_does_not_spoil_its_verify(drive
     whole = run_cli("--catalog", tmp_path / "v.duckdb", "verify", drive, "--json")
     assert whole.returncode == 0, whole.stdout
     assert json.loads(whole.stdout)["drives"][0]["counts"]["ok"] == 10
+
+
+def test_a_version_the_catalog_holds_with_other_files_is_a_problem_not_a_wait(
+    drive, store, site_b, tmp_path
+):
+    """ingest exited 0 with 'waiting: ... a different roadcam@1': the receive service then
+    called the drive done, and that version could never be registered by any drive."""
+    local = tmp_path / "local-roadcam"
+    local.mkdir()
+    (local / "mine.txt").write_bytes(b"site B's own roadcam, scanned before the drive came")
+    scan(site_b, local, "roadcam")
+    proc = run_cli("--catalog", site_b.path, "ingest", drive, "--store", store, "--json")
+    assert proc.returncode == EXIT_PROBLEMS, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [(p["path"], p["outcome"]) for p in out["problems"]] == [("roadcam/1", "clash")]
+    assert "already has a different roadcam@1" in out["problems"][0]["detail"]
+    assert out["registered"] == [] and versions_of(site_b) == [("roadcam", 1)]
+    assert sorted(store_files(store)) == sorted(data_files(drive))  # nothing lost

@@ -95,6 +95,7 @@ def ingest(
             registered, waiting = register_complete_versions(
                 catalog, info, store, Path(tmp), blocked
             )
+            outcome.problems += _version_clashes(waiting)
         result.registered += [r for r in registered if r not in result.registered]
         result.waiting = waiting
         with catalog.write() as con:  # the site read in the same transaction, as verify does
@@ -114,6 +115,21 @@ def ingest(
             custody.insert_events(con, [event])
     result.seconds = time.monotonic() - started
     return result
+
+
+def _version_clashes(waiting: list[dict]) -> list[FileProblem]:
+    """A version the catalog already holds with other files is a problem, not a wait:
+    no later drive can register it (the receive service must not call the drive done)."""
+    return [
+        FileProblem(
+            w["version"].replace("@", "/", 1),
+            "clash",
+            f"{w['clash']}; this shipment's files are in the store but the version is not "
+            f"registered (compare them: sneakernet versions {w['version'].split('@')[0]})",
+        )
+        for w in waiting
+        if "clash" in w
+    ]
 
 
 def _check_store(store: Path) -> Path:
