@@ -9,7 +9,6 @@ memory stays flat and the catalog is only held for moments.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 import tempfile
@@ -21,7 +20,15 @@ from pathlib import Path
 
 import duckdb
 
-from sneakernet.catalog import fstype, hashcache, hashpass, probepass, rescan, session
+from sneakernet.catalog import (
+    fstype,
+    hashcache,
+    hashpass,
+    pidlock,
+    probepass,
+    rescan,
+    session,
+)
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError, UsageError
 from sneakernet.catalog.hashing import FileHash
@@ -285,16 +292,12 @@ def _dataset_lock(catalog: Catalog, dataset: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        holder = pidlock.take(fd)
+        if holder is not None:
             raise DatasetLockedError(
                 f"dataset {dataset!r} is being scanned by process {holder}",
                 hint="wait for that scan to finish",
-            ) from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+            )
         yield
     finally:
         os.close(fd)

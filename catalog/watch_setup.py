@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import tempfile
@@ -15,6 +14,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from sneakernet.catalog import pidlock
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SneakernetError, SourceError, UsageError
 from sneakernet.catalog.scan import DatasetLockedError
@@ -96,20 +96,16 @@ class WatchLock:
                     path=str(self.path),
                     hint="remove that file if it is not a plain file of yours",
                 ) from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            holder = pidlock.take(fd)
+            if holder is not None:
                 os.close(fd)
                 raise DatasetLockedError(
                     f"dataset {self.dataset!r} is already watched by process {holder}",
                     hint="stop that watcher first; one watcher per dataset",
-                ) from exc
+                )
             if identity(self.path) != _fd_identity(fd):
                 os.close(fd)  # removed or replaced since we opened it: try again
                 continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
             self._fd = fd
 
     def release(self) -> None:

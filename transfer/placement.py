@@ -9,7 +9,6 @@ when an earlier, interrupted run already put it there.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sneakernet.catalog import pidlock
 from sneakernet.catalog.db import Catalog
 from sneakernet.catalog.errors import SourceError
 from sneakernet.catalog.hashcache import store_cached_hashes
@@ -308,16 +308,12 @@ def store_lock(store: Path) -> Iterator[None]:
     except OSError as exc:
         raise store_unwritable(store, exc.strerror or str(exc)) from exc
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        holder = pidlock.take(fd)
+        if holder is not None:
             raise StoreBusyError(
                 f"process {holder} is ingesting into this store", path=str(store),
                 hint="wait for it to finish, then run the same command again",
-            ) from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+            )
         yield
     finally:
         os.close(fd)
