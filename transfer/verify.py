@@ -42,7 +42,8 @@ LOST_FOUND = "lost+found"
 # indexing, trash and event logs; Windows' volume information and recycle bin; a
 # Linux desktop's trash): plugging a drive into the courier's laptop must not make
 # it "NOT whole". Never a dataset's folder (dataset names do not start with '.' or
-# '$' and have no spaces). Finder's .DS_Store may be in any folder it showed.
+# '$' and have no spaces), so they are left out of the walk. Finder's .DS_Store may
+# be in any folder it showed: not counted as extra (one the manifest lists is checked).
 # Nothing is hidden from ingest by this: ingest takes only what the manifest lists.
 OS_HOUSEKEEPING = (".Spotlight-V100", ".fseventsd", ".Trashes", ".TemporaryItems",
                    ".DocumentRevisions-V100", "System Volume Information", "$RECYCLE.BIN")
@@ -192,11 +193,12 @@ def _compare(
     root = info.root
     manifest = manifests.export_drive(info, work)[fmt.MANIFEST_FILE]
     real = Path(os.path.realpath(root))
-    walked = walk_to_parquet(real, work / "walk.parquet", exclude=[real / fmt.META_DIR])
+    walked = walk_to_parquet(real, work / "walk.parquet",
+                             exclude=[real / fmt.META_DIR, *_os_housekeeping(real)])
     for problem in walked.problems:
         if problem.path == LOST_FOUND and problem.kind == "unreadable-folder":
             continue  # ext4's own, root's alone: every ext4 drive has one
-        if _housekeeping(problem.path):
+        if problem.path.rsplit("/", 1)[-1] == FINDER_FILE:
             continue
         rep.add(
             "extra" if problem.kind == "skipped" else "unreadable", problem.path, problem.message
@@ -244,18 +246,14 @@ def _compare(
         con.close()
 
 
-def _housekeeping(path: str) -> bool:
-    """True for what an OS mounting the drive writes by itself (see OS_HOUSEKEEPING)."""
-    top = path.split("/", 1)[0]
-    return (top in OS_HOUSEKEEPING or top.startswith(OS_HOUSEKEEPING_PREFIXES)
-            or path.rsplit("/", 1)[-1] == FINDER_FILE)
-
-
-_HOUSEKEEPING_SQL = " OR ".join(  # the same test on the walk's rows w
-    [f"split_part(w.path, '/', 1) = '{name}'" for name in OS_HOUSEKEEPING]
-    + [f"starts_with(w.path, '{prefix}')" for prefix in OS_HOUSEKEEPING_PREFIXES]
-    + [f"w.path = '{FINDER_FILE}' OR ends_with(w.path, '/{FINDER_FILE}')"]
-)
+def _os_housekeeping(root: Path) -> list[Path]:
+    """The root's entries an OS wrote by itself (see OS_HOUSEKEEPING): never walked."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []  # the walk reports an unreadable root itself
+    return [root / name for name in names
+            if name in OS_HOUSEKEEPING or name.startswith(OS_HOUSEKEEPING_PREFIXES)]
 
 
 def _differences(con: duckdb.DuckDBPyConnection, rep: DriveReport) -> None:
@@ -277,7 +275,8 @@ def _differences(con: duckdb.DuckDBPyConnection, rep: DriveReport) -> None:
             "extra",
             "SELECT w.path, 'not in the manifest'"
             " || CASE WHEN w.kind = 'symlink' THEN ' (a symlink, not followed)' ELSE '' END"
-            f" FROM w ANTI JOIN m ON w.path = m.drive_path WHERE NOT ({_HOUSEKEEPING_SQL})"
+            f" FROM w ANTI JOIN m ON w.path = m.drive_path"
+            f" WHERE w.path <> '{FINDER_FILE}' AND NOT ends_with(w.path, '/{FINDER_FILE}')"
             " ORDER BY 1",
         ),
     )
