@@ -51,6 +51,11 @@ def clamp_mtime_ns(value: int) -> int:
     return max(MTIME_NS_MIN, min(MTIME_NS_MAX, value))
 
 
+def trusted_mtime_sql(column: str) -> str:
+    """SQL: `column` holds an mtime the hash cache may vouch for (not an end of the range)."""
+    return f"{column} > {MTIME_NS_MIN} AND {column} < {MTIME_NS_MAX}"
+
+
 class ChangedWhileReading(Exception):
     """The file's size or mtime moved while we read it: the hash is not trustworthy."""
 

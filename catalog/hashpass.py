@@ -27,10 +27,9 @@ from sneakernet.catalog.errors import CatalogBusyError
 from sneakernet.catalog.hashing import (
     BUFFER_SIZE,
     HASHER,
-    MTIME_NS_MAX,
-    MTIME_NS_MIN,
     FileHash,
     aligned_buffer,
+    trusted_mtime_sql,
 )
 from sneakernet.catalog.hashworker import HelperPool, Outcome, hash_one
 from sneakernet.catalog.media import VIDEO_EXTENSIONS
@@ -77,7 +76,7 @@ def plan(
         " LEFT JOIN hash_cache c ON w.kind = 'file' AND c.hasher = ?"
         " AND c.device = w.device AND c.inode = w.inode"
         " AND c.size = w.size AND c.mtime_ns = w.mtime_ns"
-        f" AND w.mtime_ns > {MTIME_NS_MIN} AND w.mtime_ns < {MTIME_NS_MAX})"
+        f" AND {trusted_mtime_sql('w.mtime_ns')})"
         f" TO {sql_path(plan_file)} (FORMAT parquet, COMPRESSION zstd)",
         [HASHER],
     )

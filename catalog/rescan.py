@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from sneakernet.catalog.db import sql_path
-from sneakernet.catalog.hashing import MTIME_NS_MAX, MTIME_NS_MIN
+from sneakernet.catalog.hashing import trusted_mtime_sql
 from sneakernet.catalog.media import PROBE_VERSION
 from sneakernet.catalog.walk import Problem
 
@@ -50,7 +50,7 @@ def unchanged(
         f" LEFT JOIN read_parquet({sql_path(walk_file)}) w"
         "  ON w.path = e.path AND coalesce(w.raw_path, ''::BLOB) = coalesce(e.raw_path, ''::BLOB)"
         "  AND w.kind = e.kind AND w.size = e.size AND w.mtime_ns = e.mtime_ns"
-        f"  AND w.mtime_ns > {MTIME_NS_MIN} AND w.mtime_ns < {MTIME_NS_MAX}"
+        f"  AND {trusted_mtime_sql('w.mtime_ns')}"
         "  AND w.inode = e.inode AND w.device = e.device"
         "  AND w.link_target IS NOT DISTINCT FROM e.link_target"
         "  AND e.status = 'ok' AND (e.kind <> 'file' OR e.hash IS NOT NULL)"
