@@ -209,12 +209,11 @@ def find_cmd(
         print_json(found.to_dict())
     elif not found.holders:
         out.print(f"{found.hash}: not in the catalog")
+    else:
+        for h in found.holders:
+            out.print(f"{h.dataset}@{h.version}  {safe_text(h.path)}", markup=False)
     if not found.holders:  # the same status either way: scripts test it, not the text
         raise typer.Exit(ExitStatus.NOT_FOUND)
-    if json:
-        return
-    for h in found.holders:
-        out.print(f"{h.dataset}@{h.version}  {safe_text(h.path)}", markup=False)
 
 
 TABLE_ROW_LIMIT = 1_000  # a terminal table of more is unread, and rich builds it all in memory
@@ -236,7 +235,7 @@ def query_cmd(
         return
     t = table(*result.columns)
     for row in result.rows:
-        t.add_row(*(safe_text(str(v)) if v is not None else "" for v in row))
+        t.add_row(*(str(v) if v is not None else "" for v in row))  # table() escapes them
     out.print(t)
     if result.truncated:
         render.err.print(f"(first {len(result.rows):,} rows shown; add a LIMIT, or --limit N)")
